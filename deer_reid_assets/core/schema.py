@@ -1,0 +1,217 @@
+"""SQLAlchemy Core descriptions of the tables this project reads and writes.
+
+The DDL itself lives in ``migrations/`` (plain SQL, shared with the existing system); these are the
+matching column lists so that queries are written once, here and in ``store.py``. Only the
+columns this project touches are listed for the existing system's tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
+
+EMBEDDING_DIM = 512
+metadata = sa.MetaData()
+
+# --- the existing system's tables -------------------------------------------------------------
+locations = sa.Table(
+    "locations",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("latitude", sa.Float),
+    sa.Column("longitude", sa.Float),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("location_id", UUID(as_uuid=False)),
+    sa.Column("exif_data", JSON),
+    sa.Column("processing_status", sa.Enum("pending", "processing", "completed", "failed", name="processingstatus", create_type=False)),
+    sa.Column("error_message", sa.Text),
+)
+
+deer = sa.Table(
+    "deer",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("name", sa.String(100)),
+    sa.Column("sex", sa.Enum("buck", "doe", "fawn", "unknown", name="deersex", create_type=False)),
+    sa.Column("feature_vector", Vector(EMBEDDING_DIM)),
+    sa.Column("feature_vector_multiscale", Vector(EMBEDDING_DIM)),
+    sa.Column("feature_vector_efficientnet", Vector(EMBEDDING_DIM)),
+    sa.Column("feature_vector_finetuned", Vector(EMBEDDING_DIM)),
+    sa.Column("embedding_version", sa.String(20)),
+    sa.Column("sighting_count", sa.Integer),
+    sa.Column("first_seen", sa.DateTime(timezone=True)),
+    sa.Column("last_seen", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+detections = sa.Table(
+    "detections",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("image_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("deer_id", UUID(as_uuid=False)),
+    sa.Column("bbox", JSON, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("classification", sa.String(20)),
+    sa.Column("is_reviewed", sa.Boolean),
+    sa.Column("is_valid", sa.Boolean),
+    sa.Column("corrected_classification", sa.String(20)),
+    sa.Column("reviewed_by", sa.String(100)),
+    sa.Column("reviewed_at", sa.DateTime(timezone=True)),
+)
+
+reid_similarity_scores = sa.Table(
+    "reid_similarity_scores",
+    metadata,
+    sa.Column("detection_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("deer_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("similarity_score", sa.Numeric(5, 4), nullable=False),
+    sa.Column("sex_match", sa.Boolean, nullable=False),
+    sa.Column("matched", sa.Boolean, nullable=False),
+    sa.Column("threshold_used", sa.Numeric(5, 4), nullable=False),
+    sa.Column("detection_classification", sa.String(20)),
+    sa.Column("deer_sex", sa.String(20)),
+    sa.Column("calculated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+# --- this project's tables (migrations/015) ---------------------------------------------------
+reid_image_files = sa.Table(
+    "reid_image_files",
+    metadata,
+    sa.Column("image_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("source_path", sa.Text, nullable=False),
+    sa.Column("import_batch", sa.Text, nullable=False),
+)
+
+reid_ground_truth = sa.Table(
+    "reid_ground_truth",
+    metadata,
+    sa.Column("detection_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("identity", sa.Text, nullable=False),
+    sa.Column("sex", sa.String(20)),
+    sa.Column("antler_points", sa.Integer),
+    sa.Column("attributes", JSONB, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+)
+
+reid_crops = sa.Table(
+    "reid_crops",
+    metadata,
+    sa.Column("detection_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("path", sa.Text),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("clamped", sa.Boolean, nullable=False),
+    sa.Column("reject_reason", sa.Text),
+    sa.Column("crop_version", sa.Text, nullable=False),
+)
+
+reid_embedding_versions = sa.Table(
+    "reid_embedding_versions",
+    metadata,
+    sa.Column("version", sa.String(20), primary_key=True),
+    sa.Column("model_family", sa.Text, nullable=False),
+    sa.Column("weights_source", sa.Text, nullable=False),
+    sa.Column("weights_id", sa.Text, nullable=False),
+    sa.Column("weights_description", sa.Text, nullable=False),
+    sa.Column("config", JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("n_embeddings", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("completed_at", sa.DateTime(timezone=True)),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+)
+
+reid_embeddings = sa.Table(
+    "reid_embeddings",
+    metadata,
+    sa.Column("version", sa.String(20), primary_key=True),
+    sa.Column("detection_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("embedding", Vector(EMBEDDING_DIM), nullable=False),
+)
+
+reid_published_embeddings = sa.Table(
+    "reid_published_embeddings",
+    metadata,
+    sa.Column("model_family", sa.Text, primary_key=True),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+reid_deer_profiles = sa.Table(
+    "reid_deer_profiles",
+    metadata,
+    sa.Column("version", sa.String(20), primary_key=True),
+    sa.Column("deer_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("model_family", sa.Text, nullable=False),
+    sa.Column("vector", Vector(EMBEDDING_DIM), nullable=False),
+    sa.Column("n_detections", sa.Integer, nullable=False),
+)
+
+reid_assignment_runs = sa.Table(
+    "reid_assignment_runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("versions", JSONB, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("config", JSONB, nullable=False),
+    sa.Column("n_considered", sa.Integer, nullable=False),
+    sa.Column("n_assigned", sa.Integer, nullable=False),
+)
+
+reid_assignment_log = sa.Table(
+    "reid_assignment_log",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("detection_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("previous_deer_id", UUID(as_uuid=False)),
+    sa.Column("best_deer_id", UUID(as_uuid=False)),
+    sa.Column("new_deer_id", UUID(as_uuid=False)),
+    sa.Column("similarity", sa.Float),
+)
+
+reid_eval_splits = sa.Table(
+    "reid_eval_splits",
+    metadata,
+    sa.Column("split_name", sa.Text, primary_key=True),
+    sa.Column("detection_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("identity", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+)
+
+reid_evaluations = sa.Table(
+    "reid_evaluations",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("versions", JSONB, nullable=False),
+    sa.Column("summary", JSONB, nullable=False),
+    sa.Column("report", JSONB, nullable=False),
+)
+
+# Which deer-table column holds the published profile vector of each model family.
+PROFILE_COLUMN = {
+    "resnet50": "feature_vector",
+    "multiscale": "feature_vector_multiscale",
+    "efficientnet": "feature_vector_efficientnet",
+    "finetuned": "feature_vector_finetuned",
+}

@@ -1,0 +1,53 @@
+"""Shared fixtures: one real embedded PostgreSQL (pgvector) for the whole session, a fresh
+database per test that needs one."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from deer_reid_assets.core import db, migrations
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> str:
+    """URL (database ``postgres``) of an embedded PostgreSQL started on a temporary directory."""
+    home = tmp_path_factory.mktemp("reid_home")
+    server = db.EmbeddedPostgres(home)
+    server.start()
+    url = server.url("postgres")
+    assert url is not None
+    yield url
+    server.stop()
+
+
+def _create_database(server_url: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db.ensure_database(server_url, name)
+    return db.with_database(server_url, name)
+
+
+@pytest.fixture
+def empty_db_url(pg_server) -> str:
+    """A new, empty database (no migrations)."""
+    return _create_database(pg_server)
+
+
+@pytest.fixture
+def engine(empty_db_url):
+    """An engine on a new database with every migration applied."""
+    eng = db.make_engine(empty_db_url)
+    migrations.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def reid_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DEER_REID_HOME", str(home))
+    return home
