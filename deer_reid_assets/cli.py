@@ -1,0 +1,314 @@
+"""``deer-reid``: a thin command line over the core and Dagster's ``materialize``.
+
+Every command prints one clear line and exits non-zero on bad input or an unreachable database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from deer_reid_assets.core import db
+
+
+class CliError(click.ClickException):
+    def format_message(self) -> str:
+        return self.message
+
+
+def _fail_cleanly(fn):
+    """Turn the core's known errors into one-line CLI errors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from deer_reid_assets.core.embeddings import EmbeddingError
+        from deer_reid_assets.core.imaging import ImageError
+        from deer_reid_assets.core.ingest import SidecarError
+        from deer_reid_assets.core.migrations import MigrationError
+
+        try:
+            return fn(*args, **kwargs)
+        except (db.DatabaseError, MigrationError, SidecarError, ImageError, EmbeddingError, ValueError) as exc:
+            raise CliError(f"deer-reid: {exc}") from exc
+
+    return wrapper
+
+
+def _engine():
+    from deer_reid_assets.core import migrations
+
+    engine = db.make_engine(db.database_url())
+    pending = [name for name, state in migrations.status(engine) if state == "pending"]
+    if pending:
+        raise db.DatabaseError(f"the database has {len(pending)} pending migration(s) ({pending[0]}...): run `deer-reid db migrate`")
+    return engine
+
+
+@click.group()
+@click.version_option(package_name="deer-reid")
+def main() -> None:
+    """Re-identify individual deer in trail-camera photos (Dagster + PostgreSQL/pgvector)."""
+
+
+# --- db ------------------------------------------------------------------------------------------
+@main.group("db")
+def db_group() -> None:
+    """The database: the embedded PostgreSQL (default) or $DATABASE_URL."""
+
+
+@db_group.command("start")
+@_fail_cleanly
+def db_start() -> None:
+    """Start the embedded PostgreSQL (no-op when running or when DATABASE_URL is set)."""
+    from deer_reid_assets.defs.instance import prepare_dagster_home
+
+    if os.environ.get("DATABASE_URL"):
+        url = db.database_url()
+        db.make_engine(url).dispose()
+        click.echo(f"using DATABASE_URL ({db.redact(url)}); nothing to start")
+    else:
+        url = db.embedded().start()
+        click.echo(f"embedded PostgreSQL running in {db.embedded().pgdata}")
+    prepare_dagster_home(url)
+
+
+@db_group.command("stop")
+@_fail_cleanly
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    server = db.embedded()
+    click.echo("stopped" if server.stop() else f"not running ({server.pgdata})")
+
+
+@db_group.command("status")
+@_fail_cleanly
+def db_status() -> None:
+    """Where the database is, whether it answers, and the migrations applied."""
+    from deer_reid_assets.core import migrations
+
+    if not os.environ.get("DATABASE_URL") and not db.embedded().is_running():
+        raise CliError(f"deer-reid: the embedded PostgreSQL in {db.embedded().pgdata} is not running (deer-reid db start)")
+    url = db.database_url(start_embedded=False)
+    engine = db.make_engine(url)
+    states = migrations.status(engine)
+    applied = sum(1 for _, s in states if s != "pending")
+    click.echo(f"database {db.redact(url)}: reachable; migrations {applied}/{len(states)} applied")
+    for name, state in states:
+        click.echo(f"  {state:8s} {name}")
+
+
+@db_group.command("url")
+@click.option("--dagster", is_flag=True, help="Print the URL of Dagster's instance storage instead.")
+@_fail_cleanly
+def db_url(dagster: bool) -> None:
+    """Print the SQLAlchemy URL of the application database."""
+    url = db.database_url(start_embedded=False)
+    click.echo(db.dagster_storage_url(url) if dagster else url)
+
+
+@db_group.command("migrate")
+@click.option("--baseline", metavar="VERSION", help="Adopt an existing database: record 001..VERSION as applied "
+              "(after checking their tables exist), then run the rest.")
+@_fail_cleanly
+def db_migrate(baseline: str | None) -> None:
+    """Apply pending migrations (starts the embedded PostgreSQL when needed)."""
+    from deer_reid_assets.core import migrations
+
+    engine = db.make_engine(db.database_url())
+    done = migrations.migrate(engine, baseline=baseline)
+    click.echo(f"applied {len(done)} migration(s)" + (": " + ", ".join(done) if done else "; database is up to date"))
+
+
+# --- data ----------------------------------------------------------------------------------------
+@main.command("generate")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--images", default=240, show_default=True, help="Photos to generate.")
+@click.option("--bucks", default=12, show_default=True)
+@click.option("--does", default=6, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@_fail_cleanly
+def generate(out_dir: Path, images: int, bucks: int, does: int, seed: int) -> None:
+    """Generate synthetic trail-camera photos with ground truth into OUT_DIR."""
+    from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+
+    summary = generate_dataset(out_dir, SyntheticConfig(n_images=images, n_bucks=bucks, n_does=does, seed=seed))
+    click.echo(f"{summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer "
+               f"({summary.n_labelled} labelled) in {summary.root}")
+
+
+@main.command("import-crops")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--sex", default="unknown", type=click.Choice(["buck", "doe", "fawn", "unknown"]), show_default=True)
+@_fail_cleanly
+def import_crops(directory: Path, sex: str) -> None:
+    """Import labelled crops laid out DIRECTORY/<deer name>/<crop>.jpg (then evaluate)."""
+    from deer_reid_assets.core.ingest import import_crop_folders
+
+    report = import_crop_folders(_engine(), directory, sex=sex)
+    click.echo(f"{report.images_new} crops imported ({report.images_already_imported} already there, "
+               f"{report.images_failed} unreadable), {report.deer_created} new deer")
+    for path, reason in report.failures[:10]:
+        click.echo(f"  rejected {path}: {reason}", err=True)
+
+
+# --- Dagster -------------------------------------------------------------------------------------
+def _instance(app_url: str):
+    import dagster as dg
+
+    from deer_reid_assets.defs.instance import prepare_dagster_home, set_gpu_pool_limit
+
+    prepare_dagster_home(app_url)
+    instance = dg.DagsterInstance.get()
+    set_gpu_pool_limit(instance)
+    return instance
+
+
+def materialize_all(run_config: dict, resources: dict, instance, selection: list[str] | None = None) -> dict:
+    """Materialize the asset graph (or ``selection``) in-process; returns each asset's metadata."""
+    import dagster as dg
+
+    from deer_reid_assets.definitions import ALL_ASSETS
+
+    assets = [a for a in ALL_ASSETS if selection is None or a.key.to_user_string() in selection]
+    result = dg.materialize(assets, run_config=run_config, resources=resources, instance=instance,
+                            raise_on_error=False)
+    if not result.success:
+        failed = [e for e in result.all_events if e.is_step_failure]
+        message = failed[0].event_specific_data.error.message.strip().splitlines()[-1] if failed else "run failed"
+        raise CliError(f"deer-reid: the run failed in {failed[0].step_key if failed else '?'}: {message}")
+    metadata = {}
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.event_specific_data.materialization
+            metadata[materialization.asset_key.to_user_string()] = materialization.metadata
+    return metadata
+
+
+@main.command("demo")
+@click.option("--images", default=240, show_default=True, help="Synthetic photos to generate.")
+@click.option("--weights", default="auto", show_default=True,
+              help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
+@click.option("--image-size", default=128, show_default=True, help="Crop size fed to the models (224 = full).")
+@click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
+@_fail_cleanly
+def demo(images: int, weights: str, image_size: int, regenerate: bool) -> None:
+    """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
+    from deer_reid_assets.core import migrations
+    from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+    from deer_reid_assets.definitions import default_resources
+    from deer_reid_assets.defs.resources import ImageStoreResource, ModelWeightsResource
+
+    started = time.perf_counter()
+    step = _stepper()
+    step("database")
+    url = db.database_url()
+    engine = db.make_engine(url)
+    applied = migrations.migrate(engine)
+    click.echo(f"      {db.redact(url)} ({len(applied)} migration(s) applied)")
+    data = db.reid_home() / "demo_data"
+    if regenerate or not (data / "detections.json").exists():
+        step("synthetic trail-camera photos")
+        summary = generate_dataset(data, SyntheticConfig(n_images=images))
+        click.echo(f"      {summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer")
+    instance = _instance(url)
+    resources = default_resources()
+    resources["image_store"] = ImageStoreResource(upload_dir=str(data))
+    resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
+    step("materializing the asset graph (camera_images -> ... -> reid_evaluation)")
+    metadata = materialize_all({}, resources, instance)
+    emb = metadata["baseline_embeddings"]
+    click.echo(f"      weights used: {emb['weights'].value}")
+    step("metrics")
+    _print_metrics(metadata)
+    click.echo(f"\ndone in {time.perf_counter() - started:.0f} s. Open the UI with `deer-reid serve` "
+               "(http://127.0.0.1:3000 -> Assets -> reid_evaluation shows the table and the plot); "
+               f"report files in {db.reid_home() / 'store' / 'reports'}")
+
+
+def _stepper():
+    count = [0]
+    t0 = time.perf_counter()
+
+    def step(what: str) -> None:
+        count[0] += 1
+        click.echo(f"[{count[0]}] {what}  (+{time.perf_counter() - t0:.0f} s)")
+
+    return step
+
+
+def _print_metrics(metadata: dict) -> None:
+    evaluation = metadata["reid_evaluation"]
+    assignments = metadata["deer_assignments"]
+    click.echo(f"      live matching: assigned {assignments['assigned'].value}/"
+               f"{assignments['detections_considered'].value} unreviewed detections at threshold "
+               f"{assignments['threshold'].value}")
+    click.echo(evaluation["summary"].value)
+    fmr = evaluation["live_false_match_rate"].value
+    click.echo(f"      live assignment rate {evaluation['live_assignment_rate'].value:.3f}, live false-match rate "
+               + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@_fail_cleanly
+def serve(host: str, port: int) -> None:
+    """The Dagster UI (dagster-webserver) and daemon against this project's PostgreSQL."""
+    from deer_reid_assets.core import migrations
+    from deer_reid_assets.defs.instance import REPO_ROOT
+
+    url = db.database_url()
+    migrations.migrate(db.make_engine(url))
+    instance = _instance(url)
+    instance.dispose()
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], cwd=REPO_ROOT),
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace], cwd=REPO_ROOT),
+    ]
+    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@main.command("evaluate")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+@_fail_cleanly
+def evaluate(json_out: Path | None) -> None:
+    """Evaluate the published baseline embeddings on the stored split and print the table."""
+    from deer_reid_assets.core import embeddings, evaluation
+
+    engine = _engine()
+    with engine.connect() as conn:
+        version = embeddings.published_version(conn, "resnet50")
+    if version is None:
+        raise CliError("deer-reid: no published embeddings yet: run `deer-reid demo` or materialize baseline_embeddings")
+    report = evaluation.evaluate_version(engine, version)
+    click.echo(report.markdown_table())
+    if json_out:
+        json_out.write_text(json.dumps(json.loads(report.to_json()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

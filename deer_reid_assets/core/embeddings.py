@@ -1,0 +1,240 @@
+"""Embedding sets: write (staging), complete, publish, roll back.
+
+An embedding set is a *version*: one model family + weights + fitted projection + image size +
+code version. Its vectors go to ``reid_embeddings`` in chunks, each chunk committed, so an
+interrupted run resumes where it stopped; the version is ``complete`` only when every usable crop
+has a finite unit-norm vector, and only a complete version can be published. Publishing moves the
+family's pointer in ``reid_published_embeddings`` in one transaction; old versions are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from . import schema as t
+
+if TYPE_CHECKING:  # torch is imported only where models run
+    from .models import Embedder
+
+FAMILY_CODES = {"resnet50": "r50", "multiscale": "ms", "efficientnet": "effb0", "finetuned": "ft"}
+
+
+class EmbeddingError(RuntimeError):
+    """An embedding set that cannot be completed or published; the message says why."""
+
+
+@dataclass
+class EmbedReport:
+    version: str
+    family: str
+    weights_description: str
+    new_vectors: int
+    total_vectors: int
+    resumed: bool
+    projection_fitted: bool
+    seconds: float
+    raw_forward_seconds: float
+
+    @property
+    def per_detection_ms(self) -> float:
+        return 1000.0 * self.seconds / self.new_vectors if self.new_vectors else 0.0
+
+
+def version_name(family: str, key: dict) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return f"{FAMILY_CODES.get(family, family[:5])}-{digest[:10]}"
+
+
+def usable_crops(conn: sa.Connection, detection_ids: list[str] | None = None) -> list[tuple[str, str]]:
+    """(detection id, crop path) of every ok crop of a valid detection, in a stable order."""
+    c, d = t.reid_crops, t.detections
+    query = (
+        sa.select(c.c.detection_id, c.c.path)
+        .join(d, d.c.id == c.c.detection_id)
+        .where(c.c.status == "ok", d.c.is_valid.isnot(False))
+        .order_by(c.c.detection_id)
+    )
+    if detection_ids is not None:
+        query = query.where(c.c.detection_id.in_(detection_ids))
+    return [(r[0], r[1]) for r in conn.execute(query)]
+
+
+def _reusable_version(conn: sa.Connection, family: str, base_key: dict) -> sa.Row | None:
+    """The newest non-failed version of the same model, weights, image size and code."""
+    v = t.reid_embedding_versions
+    rows = conn.execute(
+        sa.select(v).where(v.c.model_family == family, v.c.status != "failed").order_by(v.c.created_at.desc())
+    ).all()
+    for row in rows:
+        if {k: row.config.get(k) for k in base_key} == base_key:
+            return row
+    return None
+
+
+def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sample_size: int = 1500,
+                seed: int = 0, chunk: int = 128, refit: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> EmbedReport:
+    """Embed every usable crop that the current version of ``embedder``'s model lacks.
+
+    The projection is fitted once per model (on a seeded sample of crops) and reused by later runs,
+    so new uploads land in the same version; ``refit=True`` starts a new version."""
+    from .imaging import load_image
+
+    started = time.perf_counter()
+    family = embedder.family
+    base_key = {k: v for k, v in embedder.version_key().items() if k != "projection"}
+    with engine.connect() as conn:
+        crops = usable_crops(conn)
+        existing = None if refit else _reusable_version(conn, family, base_key)
+    if not crops:
+        raise EmbeddingError("no usable crops to embed: materialize `crops` first (or every crop was rejected)")
+
+    raw_seconds = 0.0
+    fitted = False
+    written_at_fit = 0
+    if existing is not None:
+        from .models import FeatureProjection
+
+        projection = FeatureProjection.load(Path(existing.config["projection_path"]))
+        if projection.fingerprint() != existing.config["projection"]:
+            raise EmbeddingError(f"projection artefact of version {existing.version} does not match its fingerprint")
+        embedder.projection = projection
+        version = existing.version
+    else:
+        rng = np.random.default_rng(seed)
+        pick = sorted(rng.choice(len(crops), size=min(sample_size, len(crops)), replace=False))
+        t0 = time.perf_counter()
+        raw = embedder.raw_features([load_image(crops[i][1]) for i in pick])
+        raw_seconds += time.perf_counter() - t0
+        projection = embedder.fit_projection(raw)
+        fitted = True
+        key = embedder.version_key()
+        version = version_name(family, key)
+        path = artifacts / "projections" / f"{version}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        projection.save(path)
+        config = dict(key, projection_path=str(path), projection_sample=len(pick), projection_seed=seed)
+        sampled = [crops[i][0] for i in pick]
+        with engine.begin() as conn:  # the version and the sample's vectors (already computed) together
+            v = t.reid_embedding_versions
+            if conn.execute(sa.select(v.c.version).where(v.c.version == version)).first() is None:
+                conn.execute(_insert_version(version, family, embedder, config))
+                _write_vectors(conn, version, sampled, projection.transform(raw))
+                written_at_fit = len(sampled)
+
+    with engine.connect() as conn:
+        done = set(conn.execute(sa.select(t.reid_embeddings.c.detection_id).where(t.reid_embeddings.c.version == version)).scalars())
+    todo = [(d, p) for d, p in crops if d not in done]
+    new = 0
+    for start in range(0, len(todo), chunk):
+        if should_stop is not None and should_stop():
+            break
+        part = todo[start : start + chunk]
+        t0 = time.perf_counter()
+        vectors = embedder.embed([load_image(p) for _, p in part])
+        raw_seconds += time.perf_counter() - t0
+        with engine.begin() as conn:  # each chunk commits: an interruption resumes here
+            _write_vectors(conn, version, [d for d, _ in part], vectors)
+        new += len(part)
+        if progress:
+            progress(len(done) + new, len(crops))
+
+    total = len(done) + new
+    if total == len(crops):
+        with engine.begin() as conn:
+            v = t.reid_embedding_versions
+            conn.execute(
+                sa.update(v).where(v.c.version == version)
+                .values(n_embeddings=total, completed_at=sa.func.now(),
+                        status=sa.case((v.c.status == "published", "published"), else_="complete"))
+            )
+    return EmbedReport(version=version, family=family, weights_description=embedder.weights.description,
+                       new_vectors=new + written_at_fit, total_vectors=total, resumed=existing is not None and bool(done),
+                       projection_fitted=fitted, seconds=time.perf_counter() - started,
+                       raw_forward_seconds=raw_seconds)
+
+
+def _insert_version(version: str, family: str, embedder: "Embedder", config: dict):
+    return sa.insert(t.reid_embedding_versions).values(
+        version=version, model_family=family, weights_source=embedder.weights.source,
+        weights_id=embedder.weights.weights_id, weights_description=embedder.weights.description,
+        config=config, status="staging", n_embeddings=0,
+    )
+
+
+def _write_vectors(conn: sa.Connection, version: str, detection_ids: list[str], vectors: np.ndarray) -> None:
+    _check_vectors(vectors, version)
+    conn.execute(sa.insert(t.reid_embeddings),
+                 [{"version": version, "detection_id": d, "embedding": v} for d, v in zip(detection_ids, vectors)])
+
+
+def _check_vectors(vectors: np.ndarray, version: str) -> None:
+    if vectors.ndim != 2 or vectors.shape[1] != t.EMBEDDING_DIM:
+        raise EmbeddingError(f"{version}: model returned shape {vectors.shape}, expected (n, {t.EMBEDDING_DIM})")
+    if not np.isfinite(vectors).all():
+        raise EmbeddingError(f"{version}: model returned non-finite values; nothing of this chunk was written")
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        raise EmbeddingError(f"{version}: vectors are not unit-norm (norms {norms.min():.4f}..{norms.max():.4f})")
+
+
+def coverage(conn: sa.Connection, version: str) -> tuple[int, int]:
+    """(embedded, usable crops) for ``version``."""
+    e = t.reid_embeddings
+    crops = usable_crops(conn)
+    have = set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
+    return sum(1 for d, _ in crops if d in have), len(crops)
+
+
+def publish(engine: sa.Engine, version: str) -> str | None:
+    """Make ``version`` the published set of its family, in one transaction. Returns the version
+    it replaced. Refuses a version that is not complete or no longer covers every usable crop."""
+    v, p = t.reid_embedding_versions, t.reid_published_embeddings
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(v).where(v.c.version == version).with_for_update()).first()
+        if row is None:
+            raise EmbeddingError(f"no embedding version {version!r}")
+        if row.status not in ("complete", "published"):
+            raise EmbeddingError(f"version {version} is {row.status}, only a complete version can be published")
+        embedded, total = coverage(conn, version)
+        if embedded != total:
+            raise EmbeddingError(f"version {version} covers {embedded} of {total} usable crops: embed the rest first")
+        previous = conn.execute(sa.select(p.c.version).where(p.c.model_family == row.model_family)).scalar()
+        if previous and previous != version:
+            conn.execute(sa.update(v).where(v.c.version == previous).values(status="complete"))
+        conn.execute(
+            pg_insert(p).values(model_family=row.model_family, version=version)
+            .on_conflict_do_update(index_elements=[p.c.model_family], set_={"version": version, "published_at": sa.func.now()})
+        )
+        conn.execute(sa.update(v).where(v.c.version == version).values(status="published", published_at=sa.func.now()))
+    return previous
+
+
+def published_version(conn: sa.Connection, family: str) -> str | None:
+    p = t.reid_published_embeddings
+    return conn.execute(sa.select(p.c.version).where(p.c.model_family == family)).scalar()
+
+
+def list_versions(conn: sa.Connection) -> list[dict]:
+    v = t.reid_embedding_versions
+    rows = conn.execute(sa.select(v).order_by(v.c.created_at)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def load_embeddings(conn: sa.Connection, version: str) -> tuple[list[str], np.ndarray]:
+    """(detection ids, (n, 512) float32 matrix) of ``version``, ordered by detection id."""
+    e = t.reid_embeddings
+    rows = conn.execute(sa.select(e.c.detection_id, e.c.embedding).where(e.c.version == version).order_by(e.c.detection_id)).all()
+    if not rows:
+        return [], np.zeros((0, t.EMBEDDING_DIM), dtype=np.float32)
+    return [r[0] for r in rows], np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])

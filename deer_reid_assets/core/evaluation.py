@@ -1,0 +1,115 @@
+"""Evaluation against the database: what the truth is, which split, and what the live matcher did.
+
+Two views, both computed, never typed in:
+
+* **Held-out protocol** (``metrics.evaluate``): every detection with a known identity (hidden
+  ground truth, else a person's label) is split by a seeded, identity-aware, hash-stable split
+  (stored in ``reid_eval_splits``); some individuals are held out of the gallery entirely (new
+  animals). Profiles come from the gallery; val/test queries give assignment rate, false-match
+  rate, rank-1, mAP, the threshold sweep and the best threshold at FMR <= 5%.
+* **Live assignments**: what ``deer_assignments`` wrote to ``detections.deer_id`` for unreviewed
+  detections, scored against hidden ground truth where there is some.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from . import metrics
+from . import schema as t
+from .embeddings import load_embeddings
+
+
+@dataclass
+class LabelledSet:
+    detection_ids: list[str]
+    identities: list[str]
+    classifications: list[str]
+
+
+def labelled_set(conn: sa.Connection) -> LabelledSet:
+    """Detections of known identity: hidden ground truth where present, else a person's label."""
+    rows = conn.execute(sa.text(
+        """
+        SELECT d.id::text, COALESCE(gt.identity, dr.name, dr.id::text) AS identity,
+               COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls
+        FROM detections d
+        LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
+        LEFT JOIN deer dr ON dr.id = d.deer_id AND d.is_reviewed IS TRUE
+        WHERE d.is_valid IS NOT FALSE AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
+        ORDER BY d.id
+        """
+    )).all()
+    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "default", seed: int = 0,
+                 held_out_fraction: float = 0.2, gallery_fraction: float = 0.5) -> metrics.EvalSplit:
+    """The seeded split of ``labelled``, recorded in ``reid_eval_splits`` (new detections are added;
+    the hash-based split never moves a detection that was already placed)."""
+    split = metrics.identity_split(labelled.detection_ids, labelled.identities, seed=seed,
+                                   held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
+    roles = metrics.split_roles(split, len(labelled.detection_ids))
+    s = t.reid_eval_splits
+    with engine.begin() as conn:
+        known = set(conn.execute(sa.select(s.c.detection_id).where(s.c.split_name == name)).scalars())
+        rows = [{"split_name": name, "detection_id": d, "identity": i, "role": str(r)}
+                for d, i, r in zip(labelled.detection_ids, labelled.identities, roles) if d not in known]
+        if rows:
+            conn.execute(sa.insert(s), rows)
+    return split
+
+
+def evaluate_version(engine: sa.Engine, version: str, *, threshold: float = 0.40, query_set: str = "test",
+                     split_name: str = "default", seed: int = 0, max_false_match_rate: float = 0.05
+                     ) -> metrics.EvaluationReport:
+    """Held-out protocol for one embedding version."""
+    with engine.connect() as conn:
+        labelled = labelled_set(conn)
+        ids, vectors = load_embeddings(conn, version)
+    index = {d: i for i, d in enumerate(ids)}
+    keep = [k for k, d in enumerate(labelled.detection_ids) if d in index]
+    if not keep:
+        raise ValueError(f"version {version} has no embeddings of labelled detections to evaluate")
+    subset = LabelledSet([labelled.detection_ids[k] for k in keep], [labelled.identities[k] for k in keep],
+                         [labelled.classifications[k] for k in keep])
+    split = stored_split(engine, subset, name=split_name, seed=seed)
+    matrix = vectors[[index[d] for d in subset.detection_ids]]
+    return metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+                            threshold=threshold, query_set=query_set, max_false_match_rate=max_false_match_rate)
+
+
+def live_assignment_stats(conn: sa.Connection) -> dict:
+    """What the matcher wrote: unreviewed valid detections, how many have a deer, and (where hidden
+    ground truth exists) how many of those are the wrong deer."""
+    row = conn.execute(sa.text(
+        """
+        SELECT count(*) AS detections,
+               count(*) FILTER (WHERE d.deer_id IS NOT NULL) AS assigned,
+               count(gt.detection_id) AS with_truth,
+               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND d.deer_id IS NOT NULL) AS assigned_with_truth,
+               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND d.deer_id IS NOT NULL
+                                AND dr.name IS DISTINCT FROM gt.identity) AS false_matches,
+               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND gt.identity IN
+                                (SELECT name FROM deer WHERE name IS NOT NULL)) AS truth_has_profile_row
+        FROM detections d
+        JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
+        LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
+        LEFT JOIN deer dr ON dr.id = d.deer_id
+        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE
+        """
+    )).mappings().one()
+    stats = dict(row)
+    stats["assignment_rate"] = stats["assigned"] / stats["detections"] if stats["detections"] else 0.0
+    stats["false_match_rate"] = (stats["false_matches"] / stats["assigned_with_truth"]
+                                 if stats["assigned_with_truth"] else None)
+    return stats
+
+
+def save_evaluation(engine: sa.Engine, name: str, versions: dict, summary: dict, report_json: dict) -> int:
+    with engine.begin() as conn:
+        return conn.execute(sa.insert(t.reid_evaluations).values(name=name, versions=versions, summary=summary,
+                                                                   report=report_json)
+                            .returning(t.reid_evaluations.c.id)).scalar_one()

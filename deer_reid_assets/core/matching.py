@@ -1,0 +1,235 @@
+"""Deer profiles and the matcher, in the database.
+
+* A *labelled* detection is one a person identified: ``deer_id`` set, ``is_reviewed`` and not
+  marked invalid. A deer's profile for an embedding version is the L2-normalised mean of the
+  embeddings of its labelled detections (``reid_deer_profiles``), mirrored onto the deer table's
+  column for that model family (``deer.feature_vector`` for the ResNet50 baseline, ...) so the
+  existing system sees it. Vectors that were on the deer table before this pipeline first wrote
+  there are kept as profile version ``legacy``.
+* The matcher takes every unreviewed valid detection with an embedding, retrieves its nearest
+  profiles with pgvector (cosine distance ``<=>``) among profiles of a compatible sex (buck with
+  buck, doe with doe; fawn/unknown detections and unknown-sex profiles with all), and assigns the
+  nearest when its similarity >= threshold. It writes ``detections.deer_id`` and
+  ``reid_similarity_scores`` as the existing system does, and logs each run with the previous value
+  of every detection so a run can be audited and rolled back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from . import schema as t
+
+LEGACY_PROFILE_VERSION = "legacy"
+
+
+@dataclass
+class ProfileReport:
+    version: str
+    profiles: int
+    labelled_detections: int
+    deer_without_embeddings: int
+    legacy_vectors_saved: int
+
+
+@dataclass
+class AssignReport:
+    run_id: str
+    considered: int
+    assigned: int
+    changed: int
+    no_candidate: int
+    threshold: float
+
+    @property
+    def assignment_rate(self) -> float:
+        return self.assigned / self.considered if self.considered else 0.0
+
+
+def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
+    d = t.detections
+    rows = conn.execute(
+        sa.select(d.c.id, d.c.deer_id).where(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False))
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
+    """(Re)build the profiles of ``version`` in one transaction."""
+    from .embeddings import load_embeddings
+
+    column = t.PROFILE_COLUMN[family]
+    with engine.begin() as conn:
+        labelled = labelled_detection_ids(conn)
+        ids, vectors = load_embeddings(conn, version)
+        index = {d: i for i, d in enumerate(ids)}
+        members: dict[str, list[int]] = defaultdict(list)
+        for det, deer_id in labelled:
+            if det in index:
+                members[deer_id].append(index[det])
+        all_labelled_deer = {deer_id for _, deer_id in labelled}
+        rows = []
+        for deer_id, idx in sorted(members.items()):
+            mean = vectors[idx].mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            if norm == 0.0 or not np.isfinite(norm):
+                continue
+            rows.append({"version": version, "deer_id": deer_id, "model_family": family, "vector": mean / norm,
+                         "n_detections": len(idx)})
+        p = t.reid_deer_profiles
+        conn.execute(sa.delete(p).where(p.c.version == version))
+        if rows:
+            conn.execute(sa.insert(p), rows)
+        saved = _save_legacy_vectors(conn, column) if mirror_to_deer_table else 0
+        if mirror_to_deer_table:
+            for r in rows:
+                conn.execute(sa.update(t.deer).where(t.deer.c.id == r["deer_id"])
+                             .values({column: r["vector"], "embedding_version": version, "updated_at": sa.func.now()}))
+    return ProfileReport(version=version, profiles=len(rows), labelled_detections=len(labelled),
+                         deer_without_embeddings=len(all_labelled_deer - set(members)), legacy_vectors_saved=saved)
+
+
+def _save_legacy_vectors(conn: sa.Connection, column: str) -> int:
+    """Copy vectors this pipeline never wrote (no reid_deer_profiles row of theirs) into 'legacy'."""
+    col = getattr(t.deer.c, column)
+    family = next(f for f, c in t.PROFILE_COLUMN.items() if c == column)
+    ours = sa.select(t.reid_deer_profiles.c.deer_id).where(
+        t.reid_deer_profiles.c.model_family == family, t.reid_deer_profiles.c.version != LEGACY_PROFILE_VERSION,
+        t.reid_deer_profiles.c.version == t.deer.c.embedding_version,
+    )
+    legacy = conn.execute(
+        sa.select(t.deer.c.id, col).where(col.isnot(None), t.deer.c.id.not_in(ours))
+    ).all()
+    if not legacy:
+        return 0
+    stmt = pg_insert(t.reid_deer_profiles).values(
+        [{"version": LEGACY_PROFILE_VERSION, "deer_id": r[0], "model_family": family, "vector": r[1], "n_detections": 0}
+         for r in legacy]
+    ).on_conflict_do_nothing()
+    return conn.execute(stmt).rowcount
+
+
+_CANDIDATES = sa.text(
+    """
+    SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
+           c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
+    FROM (
+        SELECT d.id, d.deer_id, COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls, e.embedding
+        FROM detections d
+        JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
+        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE
+    ) q
+    LEFT JOIN LATERAL (
+        SELECT p.deer_id, dr.sex::text AS sex, 1 - (p.vector <=> q.embedding) AS similarity
+        FROM reid_deer_profiles p
+        JOIN deer dr ON dr.id = p.deer_id
+        WHERE p.version = :version
+          AND (q.cls NOT IN ('buck', 'doe') OR dr.sex::text = q.cls OR dr.sex::text = 'unknown')
+        ORDER BY p.vector <=> q.embedding, p.deer_id
+        LIMIT :top_k
+    ) c ON TRUE
+    ORDER BY q.id, c.similarity DESC NULLS LAST, c.deer_id
+    """
+)
+
+
+def assign_detections(engine: sa.Engine, version: str, *, threshold: float = 0.40, top_k: int = 5,
+                      method: str = "single-model", run_id: str | None = None) -> AssignReport:
+    """Match every unreviewed detection against the profiles of ``version``; one transaction."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    run_id = run_id or uuid.uuid4().hex
+    with engine.begin() as conn:
+        rows = conn.execute(_CANDIDATES, {"version": version, "top_k": top_k}).mappings().all()
+        by_detection: dict[str, list] = defaultdict(list)
+        previous: dict[str, str | None] = {}
+        classes: dict[str, str] = {}
+        for r in rows:
+            previous[r["detection_id"]] = r["previous_deer_id"]
+            classes[r["detection_id"]] = r["classification"]
+            if r["candidate_id"] is not None:
+                by_detection[r["detection_id"]].append(r)
+        log, scores = [], []
+        assigned = changed = no_candidate = 0
+        for det, prev in previous.items():
+            candidates = by_detection.get(det, [])
+            best = candidates[0] if candidates else None
+            new = best["candidate_id"] if best is not None and best["similarity"] >= threshold else None
+            no_candidate += best is None
+            assigned += new is not None
+            changed += new != prev
+            log.append({"run_id": run_id, "detection_id": det, "previous_deer_id": prev,
+                        "best_deer_id": best["candidate_id"] if best else None, "new_deer_id": new,
+                        "similarity": float(best["similarity"]) if best else None})
+            for c in candidates:
+                scores.append({
+                    "detection_id": det, "deer_id": c["candidate_id"],
+                    "similarity_score": Decimal(f"{min(max(c['similarity'], -0.9999), 0.9999):.4f}"),
+                    "sex_match": classes[det] == c["candidate_sex"], "matched": c["candidate_id"] == new,
+                    "threshold_used": Decimal(f"{threshold:.4f}"), "detection_classification": classes[det],
+                    "deer_sex": c["candidate_sex"],
+                })
+        conn.execute(sa.insert(t.reid_assignment_runs).values(
+            run_id=run_id, method=method, versions={"embeddings": version}, threshold=threshold,
+            config={"top_k": top_k}, n_considered=len(previous), n_assigned=assigned))
+        if log:
+            conn.execute(sa.insert(t.reid_assignment_log), log)
+            _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
+        if scores:
+            stmt = pg_insert(t.reid_similarity_scores)
+            conn.execute(stmt.on_conflict_do_update(
+                constraint="uq_reid_similarity_detection_deer",
+                set_={c: stmt.excluded[c] for c in ("similarity_score", "sex_match", "matched", "threshold_used",
+                                                    "detection_classification", "deer_sex", "calculated_at")}),
+                scores)
+        refresh_sighting_stats(conn)
+    return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
+                        no_candidate=no_candidate, threshold=threshold)
+
+
+def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
+    if not changes:
+        return
+    d = t.detections
+    conn.execute(
+        sa.update(d).where(d.c.id == sa.bindparam("det")).values(deer_id=sa.bindparam("new")),
+        [{"det": det, "new": new} for det, new in changes],
+    )
+
+
+def rollback_assignment_run(engine: sa.Engine, run_id: str) -> int:
+    """Put back every detection's deer as it was before ``run_id``; returns how many changed."""
+    log = t.reid_assignment_log
+    with engine.begin() as conn:
+        rows = conn.execute(sa.select(log.c.detection_id, log.c.previous_deer_id).where(log.c.run_id == run_id)).all()
+        if not rows:
+            raise ValueError(f"no assignment run {run_id!r}")
+        _apply(conn, [(r[0], r[1]) for r in rows])
+        refresh_sighting_stats(conn)
+    return len(rows)
+
+
+def refresh_sighting_stats(conn: sa.Connection) -> None:
+    """deer.sighting_count / first_seen / last_seen from the detections assigned to each deer."""
+    conn.execute(sa.text(
+        """
+        UPDATE deer SET sighting_count = COALESCE(s.n, 0), first_seen = s.first_seen, last_seen = s.last_seen
+        FROM deer d0
+        LEFT JOIN (
+            SELECT det.deer_id, count(*) AS n, min(i."timestamp") AS first_seen, max(i."timestamp") AS last_seen
+            FROM detections det JOIN images i ON i.id = det.image_id
+            WHERE det.deer_id IS NOT NULL AND det.is_valid IS NOT FALSE
+            GROUP BY det.deer_id
+        ) s ON s.deer_id = d0.id
+        WHERE deer.id = d0.id
+        """
+    ))

@@ -1,0 +1,46 @@
+"""The deer-reid code location: ``defs`` is what `dagster dev`, `dg` and the webserver load.
+
+Importing this module stays light: torch, torchvision and ultralytics are imported inside asset
+bodies (and the core modules they call), never here.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from deer_reid_assets.defs import embeddings, evaluation, ingest, matching
+from deer_reid_assets.defs.resources import (
+    ComputeResource,
+    DatabaseResource,
+    ImageStoreResource,
+    ModelWeightsResource,
+)
+
+ALL_ASSETS = [
+    ingest.camera_images,
+    ingest.detections,
+    ingest.crops,
+    embeddings.baseline_embeddings,
+    matching.deer_profiles,
+    matching.deer_assignments,
+    evaluation.reid_evaluation,
+]
+
+# The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
+reid_pipeline_job = dg.define_asset_job(
+    "reid_pipeline",
+    selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    description="Import photos, crop, embed, build profiles, assign and evaluate.",
+)
+
+
+def default_resources() -> dict:
+    return {
+        "database": DatabaseResource(),
+        "image_store": ImageStoreResource(),
+        "compute": ComputeResource(),
+        "model_weights": ModelWeightsResource(),
+    }
+
+
+defs = dg.Definitions(assets=ALL_ASSETS, jobs=[reid_pipeline_job], resources=default_resources())

@@ -1,0 +1,130 @@
+"""Ingest assets: camera photos in, detections found, crops cut."""
+
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import Field
+
+from deer_reid_assets.core import crops as crops_core
+from deer_reid_assets.core import detector, ingest
+
+from .common import OWNERS, md_table, progress_logger
+from .resources import ComputeResource, DatabaseResource, ImageStoreResource
+
+GROUP = "ingest"
+
+class CameraImagesConfig(dg.Config):
+    source_dir: Optional[str] = Field(
+        default=None, description="Folder of camera photos with an optional detections.json; unset = the upload folder."
+    )
+    ground_truth: Optional[str] = Field(
+        default=None, description="Hidden-truth file for evaluation; unset = <source_dir>/ground_truth.json if present."
+    )
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    description="Camera photos imported into `images` (identified by content hash: re-importing a file does nothing), "
+    "with the detections, human labels and hidden ground truth of their detections.json sidecar. "
+    "Unreadable photos are recorded as failed with the reason.",
+)
+def camera_images(context: dg.AssetExecutionContext, config: CameraImagesConfig, database: DatabaseResource,
+                  image_store: ImageStoreResource) -> dg.MaterializeResult:
+    source = Path(config.source_dir).resolve() if config.source_dir else image_store.uploads
+    truth = Path(config.ground_truth) if config.ground_truth else source / "ground_truth.json"
+    report = ingest.import_sidecar_folder(
+        database.get_engine(), source, ground_truth=truth if truth.exists() else None,
+        batch=ingest.import_batch_name(source.name), progress=progress_logger(context, "photos"),
+    )
+    for path, reason in report.failures[:20]:
+        context.log.warning(f"photo rejected: {path}: {reason}")
+    return dg.MaterializeResult(metadata={
+        "source_dir": dg.MetadataValue.path(str(source)),
+        "import_batch": report.batch,
+        "images_new": report.images_new,
+        "images_already_imported": report.images_already_imported,
+        "images_failed": report.images_failed,
+        "images_pending_detection": report.images_pending_detection,
+        "detections_from_sidecar": report.detections,
+        "labelled_detections": report.labelled,
+        "ground_truth_rows": report.ground_truth,
+        "deer_profiles_created": report.deer_created,
+        "failures": md_table(pd.DataFrame(report.failures[:50], columns=["file", "reason"])) if report.failures
+        else dg.MetadataValue.text("none"),
+    })
+
+class DetectionsConfig(dg.Config):
+    detector_weights: Optional[str] = Field(
+        default=None, description="Local ultralytics YOLO .pt checkpoint for photos without detections; unset = none."
+    )
+    classes: Optional[list[str]] = Field(default=None, description="Detector class names kept (unset = all).")
+    min_confidence: float = Field(default=0.25)
+
+@dg.asset(
+    deps=[camera_images],
+    group_name=GROUP,
+    kinds={"pytorch", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    pool="gpu",
+    description="Deer detections of every photo. Photos that came with a sidecar already have theirs; photos without "
+    "one are run through an ultralytics YOLO detector when `detector_weights` is configured.",
+)
+def detections(context: dg.AssetExecutionContext, config: DetectionsConfig, database: DatabaseResource,
+               compute: ComputeResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    report = detector.detect_pending(engine, config.detector_weights, classes=config.classes,
+                                     min_confidence=config.min_confidence, device=compute.resolve(),
+                                     progress=progress_logger(context, "detector"))
+    if report.weights is None:
+        context.log.info(f"detector: none configured; {report.pending_before} photo(s) without detections stay pending")
+    else:
+        context.log.info(f"detector: {report.weights} ran on {report.images_processed} photo(s)")
+    with engine.connect() as conn:
+        counts = pd.DataFrame(conn.execute(sa.text(
+            """SELECT COALESCE(classification, 'unknown') AS classification, count(*) AS detections,
+                      count(*) FILTER (WHERE is_reviewed AND deer_id IS NOT NULL) AS labelled,
+                      count(*) FILTER (WHERE deer_id IS NOT NULL) AS with_deer
+               FROM detections WHERE is_valid IS NOT FALSE GROUP BY 1 ORDER BY 1""")).all(),
+            columns=["classification", "detections", "labelled", "with_deer"])
+    return dg.MaterializeResult(metadata={
+        "detector": report.weights or "none configured",
+        "photos_pending_before": report.pending_before,
+        "photos_run_through_detector": report.images_processed,
+        "new_detections_from_detector": report.detections,
+        "total_detections": int(counts["detections"].sum()) if len(counts) else 0,
+        "by_classification": md_table(counts),
+    })
+
+@dg.asset(
+    deps=[detections],
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    owners=OWNERS,
+    code_version=crops_core.CROP_VERSION,
+    description="One crop per detection in the image store (box clamped to the photo). Malformed, zero-area, "
+    "outside or tiny boxes and unreadable photos are rejected with the reason recorded; the batch goes on.",
+)
+def crops(context: dg.AssetExecutionContext, database: DatabaseResource,
+          image_store: ImageStoreResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    report = crops_core.make_crops(engine, image_store.root_path, progress=progress_logger(context, "crops"))
+    with engine.connect() as conn:
+        totals = dict(conn.execute(sa.text("SELECT status, count(*) FROM reid_crops GROUP BY status")).all())
+    for det, reason in report.examples:
+        context.log.warning(f"detection {det} rejected: {reason}")
+    return dg.MaterializeResult(metadata={
+        "new_crops": report.ok,
+        "new_clamped": report.clamped,
+        "new_rejected": report.rejected,
+        "total_ok": int(totals.get("ok", 0)),
+        "total_rejected": int(totals.get("rejected", 0)),
+        "reject_reasons": md_table(pd.DataFrame(sorted(report.reasons.items()), columns=["reason", "count"]))
+        if report.reasons else dg.MetadataValue.text("none"),
+        "crop_folder": dg.MetadataValue.path(str(image_store.root_path / "crops")),
+    })

@@ -1,0 +1,73 @@
+"""Resources: where the database, the images, the weights and the compute are."""
+
+import functools
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from deer_reid_assets.core import db
+
+GPU_POOL = "gpu"
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> sa.Engine:
+    return db.make_engine(url)
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The application database (PostgreSQL + pgvector)."""
+
+    url: Optional[str] = Field(
+        default=None,
+        description="SQLAlchemy URL; unset = $DATABASE_URL, else the embedded PostgreSQL under $DEER_REID_HOME.",
+    )
+
+    def get_engine(self) -> sa.Engine:
+        return _engine(db.normalize_url(self.url) if self.url else db.database_url())
+
+class ImageStoreResource(dg.ConfigurableResource):
+    """Folders for camera uploads, crops and model artefacts."""
+
+    root: Optional[str] = Field(default=None, description="Store root; unset = $DEER_REID_HOME/store.")
+    upload_dir: Optional[str] = Field(default=None, description="Folder cameras write into; unset = <root>/uploads.")
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve() if self.root else db.reid_home() / "store"
+
+    @property
+    def uploads(self) -> Path:
+        return Path(self.upload_dir).resolve() if self.upload_dir else self.root_path / "uploads"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root_path / "artifacts"
+
+    @property
+    def reports(self) -> Path:
+        return self.root_path / "reports"
+
+class ComputeResource(dg.ConfigurableResource):
+    """Where models run. GPU steps also carry the pool `gpu` (limit 1 in the instance)."""
+
+    device: str = Field(default="auto", description="'auto' (cuda when available), 'cuda' or 'cpu'.")
+    batch_size: int = Field(default=32, description="Crops per forward pass.")
+    gpu_pool: str = Field(default=GPU_POOL, description="Concurrency pool of GPU steps.")
+
+    def resolve(self) -> str:
+        from deer_reid_assets.core.models import resolve_device
+
+        return resolve_device(self.device)
+
+class ModelWeightsResource(dg.ConfigurableResource):
+    """Which weights the backbones load."""
+
+    weights: str = Field(
+        default="auto",
+        description="'imagenet' (torchvision / efficientnet_pytorch loaders and caches), 'random' (seeded), "
+        "'auto' (imagenet when cached, else random) or a checkpoint path (loaded with weights_only=True).",
+    )
+    seed: int = Field(default=0, description="Seed of random init and of the projection's sample.")
+    image_size: int = Field(default=224, description="Crops are resized to image_size x image_size.")
