@@ -19,8 +19,10 @@ from deer_reid_assets.core import db
 
 
 class CliError(click.ClickException):
-    def format_message(self) -> str:
-        return self.message
+    """Printed as exactly its message (no 'Error:' prefix), exit status 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True, file=file)
 
 
 def _fail_cleanly(fn):

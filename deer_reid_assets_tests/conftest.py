@@ -3,6 +3,8 @@ database per test that needs one."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,15 +15,19 @@ from deer_reid_assets.core import db, migrations
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory) -> str:
-    """URL (database ``postgres``) of an embedded PostgreSQL started on a temporary directory."""
-    home = tmp_path_factory.mktemp("reid_home")
+def pg_server() -> str:
+    """URL (database ``postgres``) of an embedded PostgreSQL started on a temporary directory.
+
+    The directory is made outside pytest's basetemp: as root, the server runs as the `pgserver`
+    user, and pytest keeps resetting its own folders to mode 0700."""
+    home = Path(tempfile.mkdtemp(prefix="deer_reid_test_pg_"))
     server = db.EmbeddedPostgres(home)
     server.start()
     url = server.url("postgres")
     assert url is not None
     yield url
     server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _create_database(server_url: str) -> str:

@@ -74,6 +74,8 @@ def load_sidecar(path: Path) -> dict[str, Any]:
         _check_relative(entry["file"], where)
         if "timestamp" in entry:
             _parse_time(entry["timestamp"], where)
+        if not isinstance(entry.get("detections", []), list):
+            raise SidecarError(f"{where}: 'detections' must be a list, got {entry['detections']!r}")
         for j, det in enumerate(entry.get("detections", [])):
             dwhere = f"{where}.detections[{j}]"
             if not isinstance(det, dict) or "bbox" not in det:
@@ -151,18 +153,41 @@ def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, ca
 
 
 def deer_id_for_name(conn: sa.Connection, name: str, sex: str, report: ImportReport | None = None) -> str:
-    """The deer row called ``name``, created (with ``sex``) when there is none."""
-    row = conn.execute(sa.select(t.deer.c.id).where(t.deer.c.name == name).order_by(t.deer.c.id).limit(1)).first()
+    """The deer row called ``name``, created (with ``sex``) when there is none. A deer of unknown sex
+    takes the sex of a later labelled detection that knows it (the result must not depend on which
+    sighting happens to come first)."""
+    sex = sex if sex in CLASSIFICATIONS else "unknown"
+    row = conn.execute(
+        sa.select(t.deer.c.id, t.deer.c.sex).where(t.deer.c.name == name).order_by(t.deer.c.id).limit(1)
+    ).first()
     if row is not None:
+        if row[1] == "unknown" and sex != "unknown":
+            conn.execute(sa.update(t.deer).where(t.deer.c.id == row[0]).values(sex=sex))
         return row[0]
     if report is not None:
         report.deer_created += 1
-    sex = sex if sex in CLASSIFICATIONS else "unknown"
     return conn.execute(sa.insert(t.deer).values(name=name, sex=sex).returning(t.deer.c.id)).scalar_one()
 
 
 def _already_imported(conn: sa.Connection, sha: str) -> bool:
     return conn.execute(sa.select(t.reid_image_files.c.image_id).where(t.reid_image_files.c.sha256 == sha)).first() is not None
+
+
+def _make_room_at_path(conn: sa.Connection, path: Path) -> str | None:
+    """``images.path`` is unique: a photo whose bytes are new but whose path is already recorded
+    either replaces this pipeline's 'failed' record of it (the file was repaired) or is refused
+    with the reason returned (another photo is there), instead of failing the whole chunk."""
+    i, f = t.images, t.reid_image_files
+    row = conn.execute(
+        sa.select(i.c.id, i.c.processing_status, f.c.image_id).outerjoin(f, f.c.image_id == i.c.id)
+        .where(i.c.path == str(path))
+    ).first()
+    if row is None:
+        return None
+    if row[1] == "failed" and row[2] is not None:
+        conn.execute(sa.delete(i).where(i.c.id == row[0]))
+        return None
+    return "another photo is already recorded at this path (was the file changed after it was imported?)"
 
 
 def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestamp: datetime | None, batch: str,
@@ -229,6 +254,11 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
     sha = sha256_file(path)
     if _already_imported(conn, sha):
         report.images_already_imported += 1
+        return
+    conflict = _make_room_at_path(conn, path)
+    if conflict:
+        report.images_failed += 1
+        report.failures.append((str(path), conflict))
         return
     camera = entry.get("camera")
     timestamp = _parse_time(entry["timestamp"], str(path)) if "timestamp" in entry else None
@@ -302,6 +332,11 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
                 sha = sha256_file(file)
                 if _already_imported(conn, sha):
                     report.images_already_imported += 1
+                    continue
+                conflict = _make_room_at_path(conn, file)
+                if conflict:
+                    report.images_failed += 1
+                    report.failures.append((str(file), conflict))
                     continue
                 try:
                     img = load_image(file)

@@ -184,6 +184,10 @@ def assign_detections(engine: sa.Engine, version: str, *, threshold: float = 0.4
         if log:
             conn.execute(sa.insert(t.reid_assignment_log), log)
             _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
+            # rows of candidates this run did not score must not keep an older run's 'matched'
+            s, lg = t.reid_similarity_scores, t.reid_assignment_log
+            in_run = sa.select(lg.c.detection_id).where(lg.c.run_id == run_id)
+            conn.execute(sa.update(s).where(s.c.detection_id.in_(in_run), s.c.matched.is_(True)).values(matched=False))
         if scores:
             stmt = pg_insert(t.reid_similarity_scores)
             conn.execute(stmt.on_conflict_do_update(
@@ -207,15 +211,21 @@ def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
 
 
 def rollback_assignment_run(engine: sa.Engine, run_id: str) -> int:
-    """Put back every detection's deer as it was before ``run_id``; returns how many changed."""
-    log = t.reid_assignment_log
+    """Put back every detection's deer as it was before ``run_id``; returns how many it put back.
+    Detections a person has reviewed since the run keep the person's decision."""
+    log, d = t.reid_assignment_log, t.detections
     with engine.begin() as conn:
         rows = conn.execute(sa.select(log.c.detection_id, log.c.previous_deer_id).where(log.c.run_id == run_id)).all()
         if not rows:
             raise ValueError(f"no assignment run {run_id!r}")
-        _apply(conn, [(r[0], r[1]) for r in rows])
+        reviewed = set(conn.execute(
+            sa.select(d.c.id).where(d.c.id.in_(sa.select(log.c.detection_id).where(log.c.run_id == run_id)),
+                                    d.c.is_reviewed.is_(True)).with_for_update()
+        ).scalars())
+        todo = [(r[0], r[1]) for r in rows if r[0] not in reviewed]
+        _apply(conn, todo)
         refresh_sighting_stats(conn)
-    return len(rows)
+    return len(todo)
 
 
 def refresh_sighting_stats(conn: sa.Connection) -> None:

@@ -44,6 +44,7 @@ _STREAM_INDIVIDUALS = 0
 _STREAM_CAMERA = 1
 _STREAM_PLAN = 2
 _STREAM_PHOTO = 3
+_STREAM_REVIEW = 4
 
 _SUPERSAMPLE = 2  # deer are drawn at twice the size and box-filtered down (anti-aliasing)
 _MIN_SCALE, _MAX_SCALE = 0.5, 1.3  # distance scale of a deer in a photo
@@ -318,7 +319,8 @@ def _make_individuals(config: SyntheticConfig) -> list[_Individual]:
                 mark_size=rng.uniform(0.035, 0.07),
                 mark_angle=rng.uniform(0, math.pi),
                 mark_spots=tuple(
-                    (float(dx), float(dy)) for dx, dy in rng.uniform(-0.07, 0.07, size=(int(rng.integers(3, 7)), 2))
+                    (float(dx), float(dy))
+                    for dx, dy in rng.uniform(-0.07, 0.07, size=(int(rng.integers(3, 7)), 2))
                 ),
                 mark=_lighten(coat, rng.uniform(0.45, 0.75)),
                 antler_left=left,
@@ -388,10 +390,12 @@ def _make_camera(config: SyntheticConfig, index: int) -> _Camera:
         x = rng.uniform(0, w)
         base = horizon + nearness * 0.35 * (h - horizon)
         colour = _grey(rng.uniform(55, 95), tint=(1.08, 1.0, 0.92))
-        draw.polygon([(x - 0.8 * half, 0), (x + 0.8 * half, 0), (x + half, base), (x - half, base)], fill=colour)
+        trunk = [(x - 0.8 * half, 0), (x + 0.8 * half, 0), (x + half, base), (x - half, base)]
+        draw.polygon(trunk, fill=colour)
         for _ in range(int(half // 3)):  # bark furrows
             fx = x + rng.uniform(-0.8, 0.8) * half
-            draw.line([(fx, rng.uniform(0, base)), (fx, rng.uniform(0, base))], fill=_scale(colour, 0.7), width=1)
+            furrow = [(fx, rng.uniform(0, base)), (fx, rng.uniform(0, base))]
+            draw.line(furrow, fill=_scale(colour, 0.7), width=1)
     for _ in range(int(w * 0.5)):  # grass and weed tufts, taller near the camera
         y = rng.uniform(horizon, h)
         nearness = (y - horizon) / (h - horizon)
@@ -400,7 +404,8 @@ def _make_camera(config: SyntheticConfig, index: int) -> _Camera:
         for _ in range(int(rng.integers(2, 5))):
             length = (3 + 16 * nearness) * rng.uniform(0.5, 1.2)
             angle = rng.uniform(-0.5, 0.5)
-            draw.line([(x, y), (x + length * math.sin(angle), y - length * math.cos(angle))], fill=colour, width=1)
+            blade = [(x, y), (x + length * math.sin(angle), y - length * math.cos(angle))]
+            draw.line(blade, fill=colour, width=1)
     image = image.filter(ImageFilter.GaussianBlur(0.6))
 
     radial = ((xs - w / 2) / (w / 2)) ** 2 + ((ys - h * 0.6) / (h / 2)) ** 2
@@ -488,7 +493,7 @@ def _plan_review(
     config: SyntheticConfig, individuals: list[_Individual], photos: list[_Photo]
 ) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
     """Pick the (photo, individual) sightings a human labelled, and the does the detector called unknown."""
-    rng = np.random.default_rng([config.seed, _STREAM_PLAN, 1])
+    rng = np.random.default_rng([config.seed, _STREAM_REVIEW])
     sightings: dict[int, list[tuple[int, int]]] = {i: [] for i in range(len(individuals))}
     for p, photo in enumerate(photos):
         for d in photo.deer:
@@ -517,7 +522,9 @@ class _Shape:
     fill: Rgb
 
 
-def _deer_shapes(ind: _Individual, rng: np.random.Generator, near_side_left: bool, night: bool) -> list[_Shape]:
+def _deer_shapes(
+    ind: _Individual, rng: np.random.Generator, near_side_left: bool, night: bool
+) -> list[_Shape]:
     """All polygons of one deer in side view facing +x, back to front."""
     bh, leg = ind.body_height, ind.leg_length
     cy = -leg - bh / 2  # body centre
@@ -535,9 +542,8 @@ def _deer_shapes(ind: _Individual, rng: np.random.Generator, near_side_left: boo
         front = np.array([[fx, cy + bh * 0.2], [fx + 0.01, -leg * 0.45], [fx + stride, 0.0]])
         add(_tapered(front, 0.075, 0.035), colour)
         rx = -0.3 + dx
-        rear = np.array(
-            [[rx, cy + bh * 0.1], [rx + 0.05, -leg * 0.7], [rx - 0.06, -leg * 0.35], [rx - 0.03 - stride, 0.0]]
-        )
+        hip, stifle = [rx, cy + bh * 0.1], [rx + 0.05, -leg * 0.7]
+        rear = np.array([hip, stifle, [rx - 0.06, -leg * 0.35], [rx - 0.03 - stride, 0.0]])
         add(_tapered(rear, 0.12, 0.035), colour)
         for x in (fx + stride, rx - 0.03 - stride):
             add(_ellipse(x + 0.01, -0.012, 0.024, 0.015), hoof)
@@ -572,10 +578,12 @@ def _deer_shapes(ind: _Individual, rng: np.random.Generator, near_side_left: boo
     far_points = ind.antler_right if near_side_left else ind.antler_left
     if far_points:
         antler(far_points, np.array([-0.05, 0.01]), 0.95, _scale(ind.antler, 0.8))
-    add(_ellipse(*(neck_top - head_dir * hl * 0.05 + head_up * hl * 0.25), 0.095, 0.036, -2.0), far)  # far ear
+    far_ear = neck_top - head_dir * hl * 0.05 + head_up * hl * 0.25
+    add(_ellipse(*far_ear, 0.095, 0.036, -2.0), far)
 
     # Tail, body (haunch, barrel, shoulder), belly, flank mark.
-    add(np.array([[-0.47, cy - bh * 0.38], [-0.6, cy - bh * 0.02], [-0.5, cy + bh * 0.02]]), _scale(coat, 0.85))
+    tail = np.array([[-0.47, cy - bh * 0.38], [-0.6, cy - bh * 0.02], [-0.5, cy + bh * 0.02]])
+    add(tail, _scale(coat, 0.85))
     add(_ellipse(-0.3, cy + 0.02, 0.2, bh * 0.48), coat)
     add(_ellipse(0.0, cy, 0.5, bh / 2), coat)
     add(_ellipse(0.3, cy - 0.01, 0.18, bh * 0.5), coat)
@@ -807,7 +815,10 @@ def _rasterise(lay: _Layout, rng: np.random.Generator) -> tuple[Image.Image, int
 
 
 def _draw_occluder(
-    draw: ImageDraw.ImageDraw, mask: ImageDraw.ImageDraw, box: tuple[float, float, float, float], rng: np.random.Generator
+    draw: ImageDraw.ImageDraw,
+    mask: ImageDraw.ImageDraw,
+    box: tuple[float, float, float, float],
+    rng: np.random.Generator,
 ) -> None:
     """Draw a bush or a leafy branch over part of ``box`` on the photo and, in white, on ``mask``."""
     x0, y0, x1, y1 = box
@@ -830,13 +841,15 @@ def _draw_occluder(
         y_left, y_right = y0 + rng.uniform(0.2, 0.7, size=2) * bh
         start, end = (x0 - 0.2 * bw, y_left), (x1 + 0.2 * bw, y_right)
         sag = rng.uniform(-0.1, 0.1) * bh
-        path = _bezier(np.array(start), np.array([(x0 + x1) / 2, (y_left + y_right) / 2 + sag]), np.array(end), 12)
+        middle = np.array([(x0 + x1) / 2, (y_left + y_right) / 2 + sag])
+        path = _bezier(np.array(start), middle, np.array(end), 12)
         points = [tuple(p) for p in path.tolist()]
         width = max(2, round(rng.uniform(0.03, 0.07) * bh))
         draw.line(points, fill=(70, 55, 40), width=width, joint="curve")
         mask.line(points, fill=255, width=width, joint="curve")
         for p in path[rng.choice(len(path), size=int(rng.integers(3, 7)), replace=False)]:
-            blob(p[0] + rng.normal(0, 0.04 * bw), p[1] + rng.normal(0, 0.04 * bh), rng.uniform(0.03, 0.07) * bh)
+            r = rng.uniform(0.03, 0.07) * bh
+            blob(p[0] + rng.normal(0, 0.04 * bw), p[1] + rng.normal(0, 0.04 * bh), r)
 
 
 def _draw_info_bar(image: Image.Image, camera: _Camera, photo: _Photo, rng: np.random.Generator) -> None:
@@ -847,7 +860,8 @@ def _draw_info_bar(image: Image.Image, camera: _Camera, photo: _Photo, rng: np.r
     celsius = int(rng.integers(-8, 6) if photo.night else rng.integers(0, 18))
     text = f"{camera.name.upper()}  {photo.timestamp:%Y-%m-%d %H:%M:%S}  {celsius}C"
     bar = h - camera.ground_bottom
-    draw.text((4, camera.ground_bottom + bar * 0.12), text, fill=(235, 235, 235), font=_font(round(bar * 0.75)))
+    position = (4, camera.ground_bottom + bar * 0.12)
+    draw.text(position, text, fill=(235, 235, 235), font=_font(round(bar * 0.75)))
 
 
 @lru_cache(maxsize=8)
@@ -859,9 +873,9 @@ def _jitter_box(
     box: tuple[float, float, float, float], width: int, bottom: int, rng: np.random.Generator
 ) -> tuple[float, float, float, float]:
     """A detector's slightly loose or tight version of ``box``, inside the image, rounded to 0.1 px."""
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = (float(v) for v in box)
     bw, bh = x1 - x0, y1 - y0
-    jx0, jy0, jx1, jy1 = rng.normal(0, 0.015, size=4)
+    jx0, jy0, jx1, jy1 = (float(v) for v in rng.normal(0, 0.015, size=4))
     x0, x1 = max(0.0, x0 + jx0 * bw), min(float(width), x1 + jx1 * bw)
     y0, y1 = max(0.0, y0 + jy0 * bh), min(float(bottom), y1 + jy1 * bh)
     return round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)

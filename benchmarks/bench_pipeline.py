@@ -1,0 +1,99 @@
+"""Per-detection time of crop + embed + match + database write, batched, on this machine.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--image-size 224] [--batch-size 32]
+
+Runs against a throw-away embedded PostgreSQL on synthetic photos, with seeded random weights
+(the time of a forward pass does not depend on the weights' values). Prints a table and the
+machine it ran on; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from deer_reid_assets.core import crops, db, embeddings, ingest, matching, migrations
+from deer_reid_assets.core.models import Embedder
+from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--families", default="resnet50", help="comma-separated model families to time")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="deer_reid_bench_"))
+    server = db.EmbeddedPostgres(home)
+    try:
+        url = server.start()
+        engine = db.make_engine(url)
+        migrations.migrate(engine)
+        data = generate_dataset(home / "data", SyntheticConfig(n_images=args.images, seed=5))
+        ingest.import_sidecar_folder(engine, data.root)
+        rows = {}
+
+        t0 = time.perf_counter()
+        report = crops.make_crops(engine, home / "store")
+        n = report.ok
+        rows["crop (decode photo, crop, write JPEG + row)"] = time.perf_counter() - t0
+
+        for family in args.families.split(","):
+            embedder = Embedder(family, "random", image_size=args.image_size, device=args.device,
+                                batch_size=args.batch_size)
+            t0 = time.perf_counter()
+            emb = embeddings.embed_crops(engine, embedder, artifacts=home / "artifacts", sample_size=n)
+            total = time.perf_counter() - t0
+            rows[f"embed {family}: model forward only"] = emb.raw_forward_seconds
+            rows[f"embed {family}: load crops + forward + PCA fit + DB write"] = total
+            embeddings.publish(engine, emb.version)
+
+        version = emb.version
+        t0 = time.perf_counter()
+        matching.build_profiles(engine, version, family)
+        assign = matching.assign_detections(engine, version)
+        rows["match (profiles + pgvector top-k + writes)"] = time.perf_counter() - t0
+
+        print(f"\nmachine: {machine()}")
+        print(f"{n} detections from {args.images} photos, crops resized to {args.image_size} px, "
+              f"batch {args.batch_size}, device {embedder.device}; {assign.considered} detections matched\n")
+        print(f"| step | total s | ms per detection |\n|---|---:|---:|")
+        for name, seconds in rows.items():
+            print(f"| {name} | {seconds:.2f} | {1000 * seconds / n:.1f} |")
+        end_to_end = sum(v for k, v in rows.items() if "forward only" not in k)
+        print(f"| **crop + embed + match + write** | {end_to_end:.2f} | {1000 * end_to_end / n:.1f} |")
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "detections": n, "seconds": rows}, indent=2))
+        engine.dispose()
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The `deer-reid` command: real database, one clear line on bad input."""
+
+from click.testing import CliRunner
+
+from deer_reid_assets.cli import main
+
+
+def _run(args, env=None):
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def test_migrate_and_status_against_database_url(empty_db_url, reid_home):
+    env = {"DATABASE_URL": empty_db_url}
+    first = _run(["db", "migrate"], env)
+    assert first.exit_code == 0 and "applied 15 migration(s)" in first.output
+    again = _run(["db", "migrate"], env)
+    assert again.exit_code == 0 and "database is up to date" in again.output
+    status = _run(["db", "status"], env)
+    assert status.exit_code == 0 and "migrations 15/15 applied" in status.output
+    assert _run(["db", "url"], env).output.strip() == empty_db_url
+
+
+def test_unreachable_database_is_one_clear_line(reid_home):
+    result = _run(["db", "migrate"], {"DATABASE_URL": "postgresql://deer:secret@127.0.0.1:1/reid"})
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deer-reid: cannot connect to the database at")
+    assert "secret" not in result.output
+
+
+def test_wrong_kind_of_url_and_bad_baseline(empty_db_url, reid_home):
+    assert "must be a PostgreSQL URL" in _run(["db", "url"], {"DATABASE_URL": "sqlite:///x.db"}).output
+    result = _run(["db", "migrate", "--baseline", "011"], {"DATABASE_URL": empty_db_url})
+    assert result.exit_code == 1 and "lacks what those migrations create" in result.output
+
+
+def test_commands_refuse_an_unmigrated_database(empty_db_url, reid_home, tmp_path):
+    (tmp_path / "crops" / "Buck-1").mkdir(parents=True)
+    result = _run(["import-crops", str(tmp_path / "crops")], {"DATABASE_URL": empty_db_url})
+    assert result.exit_code == 1 and "pending migration(s)" in result.output and "deer-reid db migrate" in result.output
+
+
+def test_embedded_status_when_not_running(reid_home):
+    result = _run(["db", "status"], {"DATABASE_URL": ""})
+    assert result.exit_code == 1 and "is not running (deer-reid db start)" in result.output

@@ -1,0 +1,74 @@
+"""GPU steps share one GPU: with the `gpu` pool limited to 1 on a real Dagster instance (PostgreSQL
+storage, the project's dagster.yaml), GPU-pooled steps of two runs launched at once, in two
+processes, never overlap. With a limit of 2 the same steps do overlap, so the check can fail."""
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from deer_reid_assets.core import db
+from deer_reid_assets.defs.instance import REPO_ROOT, set_gpu_pool_limit
+from deer_reid_assets.defs.resources import GPU_POOL
+
+
+def _gpu_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, pool=GPU_POOL)
+    def _asset() -> dict:
+        start = time.time()
+        time.sleep(2.0)
+        return {"start": start, "end": time.time()}
+
+    return _asset
+
+
+def _run_in_process(dagster_home: str, storage_url: str, name: str, out: str) -> None:
+    """Child process: one run of one GPU-pooled asset on the shared instance."""
+    os.environ["DAGSTER_HOME"] = dagster_home
+    os.environ["DAGSTER_PG_URL"] = storage_url
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([_gpu_asset(name)], instance=instance)
+        Path(out).write_text(json.dumps(result.output_for_node(name)))
+
+
+@pytest.fixture
+def dagster_home(pg_server, tmp_path):
+    name = f"dagster_{os.getpid()}_{time.time_ns() % 10**9}"
+    db.ensure_database(pg_server, name)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home, db.with_database(pg_server, name)
+
+
+def _two_runs_at_once(dagster_home, slots: int, tmp_path):
+    home, url = dagster_home
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        set_gpu_pool_limit(instance, slots)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_run_in_process, args=(str(home), url, n, str(tmp_path / f"{n}.json")))
+             for n in ("gpu_step_a", "gpu_step_b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        assert p.exitcode == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("gpu_step_a", "gpu_step_b"))
+    return min(a["end"], b["end"]) - max(a["start"], b["start"])
+
+
+def test_gpu_steps_of_two_runs_never_overlap(dagster_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_PG_URL", dagster_home[1])
+    overlap = _two_runs_at_once(dagster_home, 1, tmp_path)
+    assert overlap <= 0, f"GPU steps of two runs overlapped by {overlap:.2f} s"
+
+
+def test_with_two_slots_the_same_steps_do_overlap(dagster_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_PG_URL", dagster_home[1])
+    assert _two_runs_at_once(dagster_home, 2, tmp_path) > 0.5
