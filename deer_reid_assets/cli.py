@@ -195,13 +195,15 @@ def materialize_all(run_config: dict, resources: dict, instance, selection: list
 
 
 @main.command("demo")
-@click.option("--images", default=240, show_default=True, help="Synthetic photos to generate.")
+@click.option("--images", default=600, show_default=True, help="Synthetic photos to generate.")
+@click.option("--bucks", default=24, show_default=True, help="Synthetic individuals: bucks.")
+@click.option("--does", default=12, show_default=True, help="Synthetic individuals: does.")
 @click.option("--weights", default="auto", show_default=True,
               help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
-@click.option("--image-size", default=128, show_default=True, help="Crop size fed to the models (224 = full).")
+@click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
 @_fail_cleanly
-def demo(images: int, weights: str, image_size: int, regenerate: bool) -> None:
+def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
     from deer_reid_assets.core import migrations
     from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
@@ -218,14 +220,14 @@ def demo(images: int, weights: str, image_size: int, regenerate: bool) -> None:
     data = db.reid_home() / "demo_data"
     if regenerate or not (data / "detections.json").exists():
         step("synthetic trail-camera photos")
-        summary = generate_dataset(data, SyntheticConfig(n_images=images))
+        summary = generate_dataset(data, SyntheticConfig(n_images=images, n_bucks=bucks, n_does=does))
         click.echo(f"      {summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer")
     instance = _instance(url)
     resources = default_resources()
     resources["image_store"] = ImageStoreResource(upload_dir=str(data))
     resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
     step("materializing the asset graph (camera_images -> ... -> reid_evaluation)")
-    metadata = materialize_all({}, resources, instance)
+    metadata = materialize_all({"loggers": {"console": {"config": {"log_level": "INFO"}}}}, resources, instance)
     emb = metadata["baseline_embeddings"]
     click.echo(f"      weights used: {emb['weights'].value}")
     step("metrics")

