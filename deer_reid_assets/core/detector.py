@@ -7,6 +7,7 @@ downloaded). Photos still pending after the detector ran get ``processing_status
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,7 @@ def load_detector(weights: str | Path):
     path = Path(weights)
     if path.suffix == ".pt" and not path.is_file():
         raise DetectorError(f"detector weights {path} not found (configure a local YOLO .pt checkpoint)")
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # never fetch assets or check for updates at run time
     from ultralytics import YOLO
 
     try:
