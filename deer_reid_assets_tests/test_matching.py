@@ -220,7 +220,8 @@ def test_assign_threshold_sex_rule_and_tie(engine, world):
         scores = {(r.detection_id, r.deer_id): r for r in conn.execute(sa.select(t.reid_similarity_scores))}
         counts = dict(conn.execute(sa.select(t.deer.c.id, t.deer.c.sighting_count)).all())
     assert (run.run_id, run.threshold, run.n_considered, run.n_assigned) == (report.run_id, 0.5, 8, 6)
-    assert run.versions == {"embeddings": VERSION} and run.config == {"top_k": 5} and run.method == "single-model"
+    assert run.versions == {"embeddings": {VERSION: 1.0}} and run.method == "single-model"
+    assert run.config == {"top_k": 5, "rescored_against_all_profiles": 0}
 
     assert set(log) == {w[k] for k in CONSIDERED}
     assert log[w["below"]].previous_deer_id is None and log[w["below"]].new_deer_id is None

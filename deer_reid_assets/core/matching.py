@@ -47,6 +47,7 @@ class AssignReport:
     changed: int
     no_candidate: int
     threshold: float
+    rescored: int = 0  # detections re-scored against every profile after the top-k bound check
 
     @property
     def assignment_rate(self) -> float:
@@ -116,7 +117,7 @@ def _save_legacy_vectors(conn: sa.Connection, column: str) -> int:
     return conn.execute(stmt).rowcount
 
 
-_CANDIDATES = sa.text(
+_TOP_K = sa.text(
     """
     SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
            c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
@@ -135,52 +136,128 @@ _CANDIDATES = sa.text(
         ORDER BY p.vector <=> q.embedding, p.deer_id
         LIMIT :top_k
     ) c ON TRUE
-    ORDER BY q.id, c.similarity DESC NULLS LAST, c.deer_id
     """
 )
+"""Top-k profiles of a compatible sex for every unreviewed detection, by pgvector cosine distance."""
+
+_PAIR_SIMILARITY = sa.text(
+    """
+    SELECT x.det AS detection_id, x.deer AS candidate_id, 1 - (p.vector <=> e.embedding) AS similarity
+    FROM unnest(CAST(:dets AS uuid[]), CAST(:deers AS uuid[])) AS x(det, deer)
+    JOIN reid_embeddings e ON e.detection_id = x.det AND e.version = :version
+    JOIN reid_deer_profiles p ON p.deer_id = x.deer AND p.version = :version
+    """
+)
+"""Exact similarity of given (detection, profile) pairs in one model."""
 
 
-def assign_detections(engine: sa.Engine, version: str, *, threshold: float = 0.40, top_k: int = 5,
-                      method: str = "single-model", run_id: str | None = None) -> AssignReport:
-    """Match every unreviewed detection against the profiles of ``version``; one transaction."""
+@dataclass
+class _Candidate:
+    deer_id: str
+    sex: str
+    similarity: float  # combined over the models
+
+
+def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None):
+    """Per detection: previous deer, classification, and candidates with their exact combined
+    similarity. Candidates are the union of each model's pgvector top-k; a detection whose best
+    combined score could be beaten by a profile outside that union (threshold-algorithm bound:
+    sum of weight x k-th similarity of each model) is re-scored against every compatible profile."""
+    previous: dict[str, str | None] = {}
+    classes: dict[str, str] = {}
+    sexes: dict[str, str] = {}
+    per_model: dict[str, dict[str, dict[str, float]]] = {}
+    kth: dict[str, dict[str, float | None]] = {}
+    limit = top_k if top_k is not None else 1_000_000
+    for version in models:
+        per_model[version] = defaultdict(dict)
+        kth[version] = {}
+        counts: dict[str, int] = defaultdict(int)
+        for r in conn.execute(_TOP_K, {"version": version, "top_k": limit}).mappings():
+            det = r["detection_id"]
+            previous[det], classes[det] = r["previous_deer_id"], r["classification"]
+            if r["candidate_id"] is None:
+                continue
+            per_model[version][det][r["candidate_id"]] = float(r["similarity"])
+            sexes[r["candidate_id"]] = r["candidate_sex"]
+            counts[det] += 1
+            kth[version][det] = min(kth[version].get(det, 1.0), float(r["similarity"]))
+        for det in previous:  # fewer than k compatible profiles: the model has seen them all
+            if counts.get(det, 0) < limit:
+                kth[version][det] = None
+    union = {det: set().union(*(per_model[v].get(det, {}) for v in models)) for det in previous}
+    missing = [(det, c, v) for det, cands in union.items() for c in cands for v in models
+               if c not in per_model[v].get(det, {})]
+    for version in models:
+        pairs = [(det, c) for det, c, v in missing if v == version]
+        if pairs:
+            rows = conn.execute(_PAIR_SIMILARITY, {"version": version, "dets": [p[0] for p in pairs],
+                                                   "deers": [p[1] for p in pairs]}).all()
+            for det, cand, sim in rows:
+                per_model[version][str(det)][str(cand)] = float(sim)
+    candidates: dict[str, list[_Candidate]] = {}
+    unsure = []
+    for det, cands in union.items():
+        scored = [_Candidate(c, sexes[c], sum(w * per_model[v][det][c] for v, w in models.items()))
+                  for c in cands if all(c in per_model[v].get(det, {}) for v in models)]
+        scored.sort(key=lambda x: (-x.similarity, x.deer_id))
+        candidates[det] = scored
+        bounds = [kth[v].get(det) for v in models]
+        if scored and any(b is not None for b in bounds):
+            bound = sum(w * (b if b is not None else -1.0) for (v, w), b in zip(models.items(), bounds))
+            if not scored[0].similarity > bound:
+                unsure.append(det)
+    return previous, classes, candidates, unsure
+
+
+def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
+                      top_k: int = 5, method: str | None = None, run_id: str | None = None) -> AssignReport:
+    """Match every unreviewed detection against the profiles; one transaction.
+
+    ``models`` is one embedding version, or ``{version: weight}`` whose weights sum to 1: the
+    combined similarity is sum(weight x cosine) over the versions, computed exactly for the union
+    of each version's pgvector top-k candidates (with a bound check that falls back to all
+    profiles, so the exact combined top-1 is never missed)."""
+    if isinstance(models, str):
+        models = {models: 1.0}
+    if not models or any(w < 0 for w in models.values()) or abs(sum(models.values()) - 1.0) > 1e-6:
+        raise ValueError(f"model weights must be non-negative and sum to 1, got {models}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     run_id = run_id or uuid.uuid4().hex
+    method = method or ("single-model" if len(models) == 1 else "ensemble")
     with engine.begin() as conn:
-        rows = conn.execute(_CANDIDATES, {"version": version, "top_k": top_k}).mappings().all()
-        by_detection: dict[str, list] = defaultdict(list)
-        previous: dict[str, str | None] = {}
-        classes: dict[str, str] = {}
-        for r in rows:
-            previous[r["detection_id"]] = r["previous_deer_id"]
-            classes[r["detection_id"]] = r["classification"]
-            if r["candidate_id"] is not None:
-                by_detection[r["detection_id"]].append(r)
+        previous, classes, candidates, unsure = _retrieve(conn, models, top_k)
+        if unsure:  # rare: rescore these against every compatible profile
+            _, _, full, _ = _retrieve(conn, models, None)
+            for det in unsure:
+                candidates[det] = full[det]
         log, scores = [], []
         assigned = changed = no_candidate = 0
         for det, prev in previous.items():
-            candidates = by_detection.get(det, [])
-            best = candidates[0] if candidates else None
-            new = best["candidate_id"] if best is not None and best["similarity"] >= threshold else None
+            ranked = candidates.get(det, [])
+            best = ranked[0] if ranked else None
+            new = best.deer_id if best is not None and best.similarity >= threshold else None
             no_candidate += best is None
             assigned += new is not None
             changed += new != prev
             log.append({"run_id": run_id, "detection_id": det, "previous_deer_id": prev,
-                        "best_deer_id": best["candidate_id"] if best else None, "new_deer_id": new,
-                        "similarity": float(best["similarity"]) if best else None})
-            for c in candidates:
+                        "best_deer_id": best.deer_id if best else None, "new_deer_id": new,
+                        "similarity": best.similarity if best else None})
+            for c in ranked[:top_k]:
                 scores.append({
-                    "detection_id": det, "deer_id": c["candidate_id"],
-                    "similarity_score": Decimal(f"{min(max(c['similarity'], -0.9999), 0.9999):.4f}"),
-                    "sex_match": classes[det] == c["candidate_sex"], "matched": c["candidate_id"] == new,
+                    "detection_id": det, "deer_id": c.deer_id,
+                    "similarity_score": Decimal(f"{min(max(c.similarity, -0.9999), 0.9999):.4f}"),
+                    "sex_match": classes[det] == c.sex, "matched": c.deer_id == new,
                     "threshold_used": Decimal(f"{threshold:.4f}"), "detection_classification": classes[det],
-                    "deer_sex": c["candidate_sex"],
+                    "deer_sex": c.sex,
                 })
         conn.execute(sa.insert(t.reid_assignment_runs).values(
-            run_id=run_id, method=method, versions={"embeddings": version}, threshold=threshold,
-            config={"top_k": top_k}, n_considered=len(previous), n_assigned=assigned))
+            run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
+            config={"top_k": top_k, "rescored_against_all_profiles": len(unsure)},
+            n_considered=len(previous), n_assigned=assigned))
         if log:
             conn.execute(sa.insert(t.reid_assignment_log), log)
             _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
@@ -197,7 +274,7 @@ def assign_detections(engine: sa.Engine, version: str, *, threshold: float = 0.4
                 scores)
         refresh_sighting_stats(conn)
     return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
-                        no_candidate=no_candidate, threshold=threshold)
+                        no_candidate=no_candidate, threshold=threshold, rescored=len(unsure))
 
 
 def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
