@@ -226,7 +226,7 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     resources = default_resources()
     resources["image_store"] = ImageStoreResource(upload_dir=str(data))
     resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
-    step("materializing the asset graph (camera_images -> ... -> reid_evaluation)")
+    step("materializing the asset graph (camera_images -> ... -> embedding_report)")
     metadata = materialize_all({"loggers": {"console": {"config": {"log_level": "INFO"}}}}, resources, instance)
     emb = metadata["baseline_embeddings"]
     click.echo(f"      weights used: {emb['weights'].value}")
@@ -251,13 +251,17 @@ def _stepper():
 def _print_metrics(metadata: dict) -> None:
     evaluation = metadata["reid_evaluation"]
     assignments = metadata["deer_assignments"]
-    click.echo(f"      live matching: assigned {assignments['assigned'].value}/"
+    click.echo(f"      live matching ({assignments['method'].value}): assigned {assignments['assigned'].value}/"
                f"{assignments['detections_considered'].value} unreviewed detections at threshold "
-               f"{assignments['threshold'].value}")
-    click.echo(evaluation["summary"].value)
+               f"{assignments['threshold'].value:.2f}")
     fmr = evaluation["live_false_match_rate"].value
     click.echo(f"      live assignment rate {evaluation['live_assignment_rate'].value:.3f}, live false-match rate "
                + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+    click.echo("\nBaseline, held-out protocol (reid_evaluation):")
+    click.echo(evaluation["summary"].value)
+    if "embedding_report" in metadata:
+        click.echo("\nBefore/after on the same test queries (embedding_report):")
+        click.echo(metadata["embedding_report"]["comparison"].value)
 
 
 @main.command("serve")
@@ -294,6 +298,42 @@ def serve(host: str, port: int) -> None:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@main.command("embed")
+@click.option("--model", "family", default="all", show_default=True,
+              type=click.Choice(["resnet50", "multiscale", "efficientnet", "all"]))
+@click.option("--weights", default="auto", show_default=True, help="'auto', 'imagenet', 'random' or a checkpoint path.")
+@click.option("--image-size", default=224, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--refit", is_flag=True, help="Fit a new projection (a new version) instead of reusing the current one.")
+@click.option("--no-publish", is_flag=True, help="Leave the completed version unpublished (staged).")
+@_fail_cleanly
+def embed(family: str, weights: str, image_size: int, batch_size: int, device: str, refit: bool,
+          no_publish: bool) -> None:
+    """(Re-)embed every usable crop, in committed chunks: an interrupted run resumes where it stopped,
+    and a version is published only once complete."""
+    from deer_reid_assets.core import embeddings
+    from deer_reid_assets.core.models import Embedder
+
+    engine = _engine()
+    artifacts = db.reid_home() / "store" / "artifacts"
+    for name in (["resnet50", "multiscale", "efficientnet"] if family == "all" else [family]):
+        embedder = Embedder(name, weights, image_size=image_size, device=device, batch_size=batch_size)
+        click.echo(f"{name}: {embedder.weights.description}")
+        with click.progressbar(length=1, label=f"  embedding ({name})", show_pos=True) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            report = embeddings.embed_crops(engine, embedder, artifacts=artifacts, refit=refit, progress=progress)
+        state = "resumed, " if report.resumed else ""
+        click.echo(f"  {report.version}: {report.new_vectors} new vectors ({state}{report.total_vectors} in all, "
+                   f"{report.per_detection_ms:.1f} ms per new detection)")
+        if not no_publish:
+            previous = embeddings.publish(engine, report.version)
+            click.echo(f"  published {report.version}" + (f" (was {previous})" if previous and previous != report.version else ""))
 
 
 @main.command("evaluate")

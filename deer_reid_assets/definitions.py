@@ -21,16 +21,20 @@ ALL_ASSETS = [
     ingest.detections,
     ingest.crops,
     embeddings.baseline_embeddings,
+    embeddings.multiscale_embeddings,
+    embeddings.efficientnet_embeddings,
+    matching.ensemble_weights,
     matching.deer_profiles,
     matching.deer_assignments,
     evaluation.reid_evaluation,
+    evaluation.embedding_report,
 ]
 
 # The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
 reid_pipeline_job = dg.define_asset_job(
     "reid_pipeline",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    description="Import photos, crop, embed, build profiles, assign and evaluate.",
+    description="Import photos, crop, embed with every model, tune the ensemble, build profiles, assign and evaluate.",
 )
 
 

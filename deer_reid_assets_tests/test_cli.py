@@ -12,11 +12,11 @@ def _run(args, env=None):
 def test_migrate_and_status_against_database_url(empty_db_url, reid_home):
     env = {"DATABASE_URL": empty_db_url}
     first = _run(["db", "migrate"], env)
-    assert first.exit_code == 0 and "applied 15 migration(s)" in first.output
+    assert first.exit_code == 0 and "applied 16 migration(s)" in first.output
     again = _run(["db", "migrate"], env)
     assert again.exit_code == 0 and "database is up to date" in again.output
     status = _run(["db", "status"], env)
-    assert status.exit_code == 0 and "migrations 15/15 applied" in status.output
+    assert status.exit_code == 0 and "migrations 16/16 applied" in status.output
     assert _run(["db", "url"], env).output.strip() == empty_db_url
 
 

@@ -7,14 +7,15 @@ import dagster as dg
 
 from deer_reid_assets.definitions import ALL_ASSETS, defs
 
-GPU_ASSETS = {"detections", "baseline_embeddings"}
+GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings"}
 
 
 def test_definitions_load_and_every_asset_is_described():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "deer_profiles",
-                    "deer_assignments", "reid_evaluation"}
+    assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "multiscale_embeddings",
+                    "efficientnet_embeddings", "ensemble_weights", "deer_profiles", "deer_assignments",
+                    "reid_evaluation", "embedding_report"}
     for asset in ALL_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()

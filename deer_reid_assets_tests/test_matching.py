@@ -118,7 +118,7 @@ def test_build_profiles_normalised_mean_mirror_and_legacy(engine):
     for deer_id, v in expected.items():
         np.testing.assert_allclose(got[deer_id], v, atol=1e-6)
         assert np.linalg.norm(got[deer_id]) == pytest.approx(1.0, abs=1e-6)
-    legacy = profiles(engine, matching.LEGACY_PROFILE_VERSION)
+    legacy = profiles(engine, matching.legacy_version(FAMILY))
     assert set(legacy) == {c, d}
     np.testing.assert_allclose(legacy[c], r[5], atol=1e-7)
     np.testing.assert_allclose(legacy[d], r[6], atol=1e-7)
@@ -137,7 +137,7 @@ def test_build_profiles_normalised_mean_mirror_and_legacy(engine):
     # rebuilding: same profiles, the mirrored vectors are not mistaken for legacy ones
     again = matching.build_profiles(engine, VERSION, FAMILY)
     assert (again.profiles, again.legacy_vectors_saved) == (3, 0)
-    legacy_again = profiles(engine, matching.LEGACY_PROFILE_VERSION)
+    legacy_again = profiles(engine, matching.legacy_version(FAMILY))
     assert set(legacy_again) == {c, d}
     np.testing.assert_allclose(legacy_again[c], r[5], atol=1e-7)
 

@@ -17,6 +17,7 @@ from deer_reid_assets.core.metrics import (
     assignment_metrics,
     best_threshold,
     build_profiles,
+    check_blocks,
     compare_reports,
     evaluate,
     identity_split,
@@ -466,6 +467,131 @@ def test_evaluate_validation():
                     test_query=split.test_query, held_out_identities=())
     with pytest.raises(ValueError, match="split.gallery"):
         evaluate(embeddings, ids, identities, classes, bad)
+
+
+# --------------------------------------------------------------------------- block-wise (ensemble) profiles
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def two_model_dataset(seed: int = 3):
+    """Model A (dim 6) and model B (dim 4) vectors for 5 deer x 6 detections: noisy clusters."""
+    rng = np.random.default_rng(seed)
+    labels = [f"deer{k}" for k in np.repeat(np.arange(5), 6)]
+    centre = np.repeat(np.arange(5), 6)
+    a = unit_rows(rng.normal(size=(5, 6))[centre] + rng.normal(0, 0.6, (30, 6)))
+    b = unit_rows(rng.normal(size=(5, 4))[centre] + rng.normal(0, 0.6, (30, 4)))
+    return a, b, labels
+
+
+def ensemble_rows(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    return np.hstack([math.sqrt(w) * a, math.sqrt(1 - w) * b])
+
+
+@pytest.mark.parametrize("w", [0.3, 0.6, 0.0, 1.0])
+def test_block_profiles_give_weighted_sum_of_per_model_cosines(w):
+    a, b, labels = two_model_dataset()
+    gallery, queries = np.arange(0, 30, 2), np.arange(1, 30, 2)
+    blocks = [(0, 6, w), (6, 10, 1 - w)]
+    joint = build_profiles(ensemble_rows(a, b, w)[gallery], [labels[i] for i in gallery], blocks=blocks)
+    # Reference: each model's own profile (normalised mean of that model's vectors), computed apart.
+    prof_a = build_profiles(a[gallery], [labels[i] for i in gallery])
+    prof_b = build_profiles(b[gallery], [labels[i] for i in gallery])
+    assert joint.names == prof_a.names == prof_b.names
+    expected = w * (a[queries] @ prof_a.vectors.T) + (1 - w) * (b[queries] @ prof_b.vectors.T)
+    actual = ensemble_rows(a, b, w)[queries] @ joint.vectors.T
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(joint.vectors, axis=1), 1.0, atol=1e-12)
+    # Block order does not matter; a zero-weight block stays exactly zero.
+    reordered = build_profiles(ensemble_rows(a, b, w)[gallery], [labels[i] for i in gallery],
+                               blocks=blocks[::-1])
+    np.testing.assert_array_equal(reordered.vectors, joint.vectors)
+    if w == 0.0:
+        assert not joint.vectors[:, :6].any()
+
+
+def test_block_profiles_differ_from_plain_profiles_when_blocks_matter():
+    """Guard against blocks being silently ignored: with w = 0.5 the plain normalised mean of the
+    concatenation is not the block-wise profile (per-block normalisation changes the direction)."""
+    a, b, labels = two_model_dataset()
+    rows = ensemble_rows(a, b, 0.5)
+    plain = build_profiles(rows, labels)
+    blocked = build_profiles(rows, labels, blocks=[(0, 6, 0.5), (6, 10, 0.5)])
+    assert np.abs(plain.vectors - blocked.vectors).max() > 1e-3
+
+
+def test_blocks_none_and_one_full_block_match_plain_profiles():
+    a, _, labels = two_model_dataset()
+    sexes = ["buck", "doe", "fawn"] * 10
+    plain = build_profiles(a, labels, sexes)
+    assert build_profiles(a, labels, sexes, blocks=None).vectors.tolist() == plain.vectors.tolist()
+    single = build_profiles(a, labels, sexes, blocks=[(0, 6, 1.0)])
+    np.testing.assert_allclose(single.vectors, plain.vectors, atol=1e-12)
+    assert single.names == plain.names and single.sexes == plain.sexes
+
+
+def test_evaluate_with_blocks_matches_independent_ensemble_matching():
+    a, b, labels = two_model_dataset()
+    w = 0.35
+    ids = [f"det{i}" for i in range(30)]
+    split = EvalSplit(gallery=np.arange(0, 30, 2), val_query=np.arange(1, 30, 2),
+                      test_query=np.array([], dtype=np.intp), held_out_identities=())
+    report = evaluate(ensemble_rows(a, b, w), ids, labels, None, split, query_set="val",
+                      blocks=[(0, 6, w), (6, 10, 1 - w)])
+    prof_a = build_profiles(a[split.gallery], [labels[i] for i in split.gallery])
+    prof_b = build_profiles(b[split.gallery], [labels[i] for i in split.gallery])
+    sims = w * (a[split.val_query] @ prof_a.vectors.T) + (1 - w) * (b[split.val_query] @ prof_b.vectors.T)
+    np.testing.assert_allclose(report.per_query["best_similarity"], sims.max(axis=1), atol=1e-6)
+    assert report.per_query["best_name"].tolist() == [prof_a.names[j] for j in sims.argmax(axis=1)]
+    # blocks=None keeps the old behaviour exactly.
+    plain = evaluate(a, ids, labels, None, split, query_set="val")
+    assert plain.to_json() == evaluate(a, ids, labels, None, split, query_set="val", blocks=None).to_json()
+
+
+@pytest.mark.parametrize(
+    ("blocks", "match"),
+    [
+        ([], "at least one"),
+        ("abc", "sequence"),
+        ([(0, 6)], "tuple"),
+        ([(0, 4, 0.5), (5, 10, 0.5)], "uncovered"),
+        ([(0, 6, 0.5), (5, 10, 0.5)], "overlap"),
+        ([(1, 10, 1.0)], "uncovered"),
+        ([(0, 6, 0.5), (6, 9, 0.5)], "cover 9 columns"),
+        ([(0, 6, 0.5), (6, 11, 0.5)], "cover 11 columns"),
+        ([(0, 6, 0.5), (6, 10, 0.4)], "sum to 1"),
+        ([(0, 6, 1.5), (6, 10, -0.5)], r"\[0, 1\]"),
+        ([(0, 6, float("nan")), (6, 10, 0.5)], r"\[0, 1\]"),
+        ([(0, 6, 0.5), (6, 6, 0.0), (6, 10, 0.5)], "start < stop"),
+        ([(0.0, 6, 0.5), (6, 10, 0.5)], "integer"),
+        ([(0, True, 0.5), (1, 10, 0.5)], "integer"),
+        ([(0, 6, "0.5"), (6, 10, 0.5)], "number"),
+        ([(-1, 6, 0.5), (6, 10, 0.5)], "start < stop"),
+    ],
+)
+def test_bad_blocks_raise(blocks, match):
+    a, b, labels = two_model_dataset()
+    rows = ensemble_rows(a, b, 0.5)
+    with pytest.raises(ValueError, match=match):
+        check_blocks(blocks, 10)
+    with pytest.raises(ValueError, match=match):
+        build_profiles(rows, labels, blocks=blocks)
+    split = EvalSplit(gallery=np.arange(10), val_query=np.arange(10, 30),
+                      test_query=np.array([], dtype=np.intp), held_out_identities=())
+    with pytest.raises(ValueError, match=match):
+        evaluate(rows, [f"d{i}" for i in range(30)], labels, None, split, blocks=blocks)
+
+
+def test_block_with_zero_mean_raises_and_valid_blocks_are_sorted():
+    rows = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, -1.0]])  # block (2, 3) averages to zero
+    with pytest.raises(ValueError, match=r"zero vector in block \(2, 3\)"):
+        build_profiles(rows, ["a", "a"], blocks=[(0, 2, 0.5), (2, 3, 0.5)])
+    # ...unless that block has weight 0 (it contributes nothing).
+    profile = build_profiles(rows, ["a", "a"], blocks=[(0, 2, 1.0), (2, 3, 0.0)])
+    np.testing.assert_allclose(profile.vectors, [[1.0, 0.0, 0.0]])
+    assert check_blocks([(2, 3, 0.25), (np.int64(0), 2, np.float32(0.75))], 3) == [(0, 2, 0.75), (2, 3, 0.25)]
 
 
 # --------------------------------------------------------------------------- comparison and plots

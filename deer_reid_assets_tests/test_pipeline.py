@@ -53,8 +53,19 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
         assert "NOT pretrained" in meta["baseline_embeddings"]["weights"]
         # profiles: one per labelled deer, mirrored on the deer table
         assert q(f"SELECT count(*) FROM reid_deer_profiles WHERE version = '{version}'") == meta["deer_profiles"]["profiles"]
-        assert q(f"SELECT count(*) FROM deer WHERE embedding_version = '{version}' AND feature_vector IS NOT NULL") \
+        set_id = meta["deer_profiles"]["deer_embedding_version"]
+        assert set_id.startswith("ps-")
+        columns = conn.execute(sa.text("SELECT versions FROM reid_profile_sets WHERE id = :i"), {"i": set_id}).scalar()
+        assert columns["feature_vector"] == version
+        assert set(columns) == {"feature_vector", "feature_vector_multiscale", "feature_vector_efficientnet"}
+        assert q(f"""SELECT count(*) FROM deer WHERE embedding_version = '{set_id}' AND feature_vector IS NOT NULL
+                     AND feature_vector_multiscale IS NOT NULL AND feature_vector_efficientnet IS NOT NULL""") \
             == meta["deer_profiles"]["profiles"]
+        # the tuned ensemble drives the matcher, with the weight ensemble_weights stored
+        w = meta["ensemble_weights"]["weight_multiscale"]
+        assert meta["deer_assignments"]["method"] == "ensemble"
+        assert meta["deer_assignments"]["models"][columns["feature_vector_multiscale"]] == pytest.approx(w)
+        assert q("SELECT count(*) FROM reid_ensemble_weights") == 1
         # assignments: the metadata counts are the rows with a deer
         unreviewed = q("SELECT count(*) FROM detections WHERE NOT is_reviewed")
         assigned = q("SELECT count(*) FROM detections WHERE NOT is_reviewed AND deer_id IS NOT NULL")
@@ -77,6 +88,11 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
     assert 0.0 <= test["rank1"] <= 1.0 and 0.0 <= test["mAP"] <= 1.0
     assert meta["reid_evaluation"]["test_rank1"] == pytest.approx(test["rank1"])
     assert meta["reid_evaluation"]["plot"].startswith("![")
+    # the before/after report: five rows on the same test queries, numbers from the run
+    rows = json.loads((tmp_path / "store" / "reports" / "embedding_report.json").read_text())["rows"]
+    assert [r["model"] for r in rows][:3] == ["baseline (ResNet50)", "multi-scale ResNet50", "EfficientNet-B0"]
+    assert len(rows) == 5 and rows[0]["mean_true_match_similarity_change_pct"] == pytest.approx(0.0)
+    assert len({r["rank1"] for r in rows}) > 1  # computed per model, not copied
 
 
 def test_rerun_is_incremental_and_keeps_the_published_version(engine, tiny_world):
@@ -88,4 +104,4 @@ def test_rerun_is_incremental_and_keeps_the_published_version(engine, tiny_world
     assert again["baseline_embeddings"]["new_vectors"] == 0
     assert again["baseline_embeddings"]["projection_fitted_now"] is False
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM reid_embedding_versions")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM reid_embedding_versions")).scalar() == 3

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import sqlalchemy as sa
+from PIL import Image
 
 from . import schema as t
 from .imaging import ImageError, load_image
@@ -43,7 +44,12 @@ def load_detector(weights: str | Path):
     if path.suffix == ".pt" and not path.is_file():
         raise DetectorError(f"detector weights {path} not found (configure a local YOLO .pt checkpoint)")
     os.environ.setdefault("YOLO_OFFLINE", "1")  # never fetch assets or check for updates at run time
+    pil_open = Image.open
     from ultralytics import YOLO
+
+    # ultralytics replaces PIL.Image.open process-wide with a version that tries to pip-install
+    # pi-heif when a file is unreadable; corrupt camera files must stay a clear, recorded error.
+    Image.open = pil_open
 
     try:
         return YOLO(str(path), task="detect")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import sqlalchemy as sa
 
-from . import metrics
+from . import ensemble, metrics
 from . import schema as t
 from .embeddings import load_embeddings
 
@@ -62,23 +63,62 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
     return split
 
 
+def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
+                      ) -> tuple[LabelledSet, list[np.ndarray], metrics.EvalSplit]:
+    """The labelled detections embedded in every one of ``versions``, one matrix per version (same
+    row order), and the stored seeded split over exactly those detections."""
+    with engine.connect() as conn:
+        labelled = labelled_set(conn)
+        loaded = [load_embeddings(conn, v) for v in versions]
+    indexes = [{d: i for i, d in enumerate(ids)} for ids, _ in loaded]
+    keep = [k for k, d in enumerate(labelled.detection_ids) if all(d in index for index in indexes)]
+    if not keep:
+        raise ValueError(f"no labelled detection is embedded in every one of {versions}: nothing to evaluate")
+    subset = LabelledSet([labelled.detection_ids[k] for k in keep], [labelled.identities[k] for k in keep],
+                         [labelled.classifications[k] for k in keep])
+    matrices = [vectors[[index[d] for d in subset.detection_ids]] for (_, vectors), index in zip(loaded, indexes)]
+    return subset, matrices, stored_split(engine, subset, name=split_name, seed=seed)
+
+
 def evaluate_version(engine: sa.Engine, version: str, *, threshold: float = 0.40, query_set: str = "test",
                      split_name: str = "default", seed: int = 0, max_false_match_rate: float = 0.05
                      ) -> metrics.EvaluationReport:
     """Held-out protocol for one embedding version."""
-    with engine.connect() as conn:
-        labelled = labelled_set(conn)
-        ids, vectors = load_embeddings(conn, version)
-    index = {d: i for i, d in enumerate(ids)}
-    keep = [k for k, d in enumerate(labelled.detection_ids) if d in index]
-    if not keep:
-        raise ValueError(f"version {version} has no embeddings of labelled detections to evaluate")
-    subset = LabelledSet([labelled.detection_ids[k] for k in keep], [labelled.identities[k] for k in keep],
-                         [labelled.classifications[k] for k in keep])
-    split = stored_split(engine, subset, name=split_name, seed=seed)
-    matrix = vectors[[index[d] for d in subset.detection_ids]]
+    subset, (matrix,), split = labelled_matrices(engine, [version], split_name=split_name, seed=seed)
     return metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
                             threshold=threshold, query_set=query_set, max_false_match_rate=max_false_match_rate)
+
+
+def tune_ensemble(engine: sa.Engine, version_a: str, version_b: str, *, max_false_match_rate: float = 0.05,
+                  seed: int = 0) -> ensemble.EnsembleChoice:
+    """Search the ensemble weight and threshold on the validation queries."""
+    subset, (a, b), split = labelled_matrices(engine, [version_a, version_b], seed=seed)
+    return ensemble.search_weights(a, b, subset.detection_ids, subset.identities, subset.classifications, split,
+                                   max_false_match_rate=max_false_match_rate, query_set="val")
+
+
+def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b: str, *, tuned_weight: float,
+                    tuned_threshold: float | None, threshold: float = 0.40, roadmap_weight: float = 0.6,
+                    max_false_match_rate: float = 0.05, seed: int = 0) -> dict[str, metrics.EvaluationReport]:
+    """Baseline, each model alone, the roadmap's ensemble and the tuned ensemble on the same test
+    queries of the same split (the detections embedded by all three versions)."""
+    subset, (base, a, b), split = labelled_matrices(engine, [baseline, version_a, version_b], seed=seed)
+
+    def run(matrix, blocks=None, at=threshold):
+        return metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+                                threshold=at, query_set="test", max_false_match_rate=max_false_match_rate,
+                                blocks=blocks)
+
+    roadmap_vectors, roadmap_blocks = ensemble.ensemble_vectors(a, b, roadmap_weight)
+    tuned_vectors, tuned_blocks = ensemble.ensemble_vectors(a, b, tuned_weight)
+    return {
+        "baseline (ResNet50)": run(base),
+        "multi-scale ResNet50": run(a),
+        "EfficientNet-B0": run(b),
+        f"ensemble {roadmap_weight:.1f}/{1 - roadmap_weight:.1f}": run(roadmap_vectors, roadmap_blocks),
+        f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}": run(
+            tuned_vectors, tuned_blocks, tuned_threshold if tuned_threshold is not None else threshold),
+    }
 
 
 def live_assignment_stats(conn: sa.Connection) -> dict:

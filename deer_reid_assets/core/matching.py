@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -63,10 +65,9 @@ def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
 
 
 def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
-    """(Re)build the profiles of ``version`` in one transaction."""
+    """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table)."""
     from .embeddings import load_embeddings
 
-    column = t.PROFILE_COLUMN[family]
     with engine.begin() as conn:
         labelled = labelled_detection_ids(conn)
         ids, vectors = load_embeddings(conn, version)
@@ -88,30 +89,68 @@ def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_de
         conn.execute(sa.delete(p).where(p.c.version == version))
         if rows:
             conn.execute(sa.insert(p), rows)
-        saved = _save_legacy_vectors(conn, column) if mirror_to_deer_table else 0
-        if mirror_to_deer_table:
-            for r in rows:
-                conn.execute(sa.update(t.deer).where(t.deer.c.id == r["deer_id"])
-                             .values({column: r["vector"], "embedding_version": version, "updated_at": sa.func.now()}))
+        saved = _mirror(conn, {family: version}) if mirror_to_deer_table else 0
     return ProfileReport(version=version, profiles=len(rows), labelled_detections=len(labelled),
                          deer_without_embeddings=len(all_labelled_deer - set(members)), legacy_vectors_saved=saved)
 
 
-def _save_legacy_vectors(conn: sa.Connection, column: str) -> int:
-    """Copy vectors this pipeline never wrote (no reid_deer_profiles row of theirs) into 'legacy'."""
+def legacy_version(family: str) -> str:
+    """Profile version holding the vectors a deer-table column had before this pipeline wrote to it."""
+    from .embeddings import FAMILY_CODES
+
+    return f"{LEGACY_PROFILE_VERSION}-{FAMILY_CODES[family]}"
+
+
+def mirror_profiles(engine: sa.Engine, versions: dict[str, str]) -> str:
+    """Write the profiles of ``{family: version}`` onto the deer table's columns in one transaction;
+    returns what ``deer.embedding_version`` now says (see ``_mirror``)."""
+    with engine.begin() as conn:
+        _mirror(conn, versions)
+        return profile_set_id(versions)
+
+
+def profile_set_id(versions: dict[str, str]) -> str:
+    """The version itself for one model; ``ps-<hash>`` (a reid_profile_sets row) for several."""
+    if len(versions) == 1:
+        return next(iter(versions.values()))
+    digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()
+    return f"ps-{digest[:10]}"
+
+
+def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
+    """Mirror profiles onto deer.<column> for each family and set deer.embedding_version to the
+    profile set; the first time a column is written, its previous vectors are kept as legacy."""
+    set_id = profile_set_id(versions)
+    columns = {t.PROFILE_COLUMN[f]: v for f, v in versions.items()}
+    saved = sum(_save_legacy_vectors(conn, family) for family in versions)
+    conn.execute(pg_insert(t.reid_profile_sets).values(id=set_id, versions=columns).on_conflict_do_nothing())
+    p = t.reid_deer_profiles
+    for family, version in versions.items():
+        column = t.PROFILE_COLUMN[family]
+        rows = conn.execute(sa.select(p.c.deer_id, p.c.vector).where(p.c.version == version)).all()
+        if rows:
+            conn.execute(
+                sa.update(t.deer).where(t.deer.c.id == sa.bindparam("pid"))
+                .values({column: sa.bindparam("vec"), "embedding_version": set_id, "updated_at": sa.func.now()}),
+                [{"pid": r[0], "vec": r[1]} for r in rows],
+            )
+    return saved
+
+
+def _save_legacy_vectors(conn: sa.Connection, family: str) -> int:
+    """Before this pipeline first writes a deer-table column, keep the vectors it holds."""
+    column = t.PROFILE_COLUMN[family]
+    written_before = conn.execute(
+        sa.select(t.reid_profile_sets.c.id).where(t.reid_profile_sets.c.versions.has_key(column)).limit(1)
+    ).first()
+    if written_before:
+        return 0
     col = getattr(t.deer.c, column)
-    family = next(f for f, c in t.PROFILE_COLUMN.items() if c == column)
-    ours = sa.select(t.reid_deer_profiles.c.deer_id).where(
-        t.reid_deer_profiles.c.model_family == family, t.reid_deer_profiles.c.version != LEGACY_PROFILE_VERSION,
-        t.reid_deer_profiles.c.version == t.deer.c.embedding_version,
-    )
-    legacy = conn.execute(
-        sa.select(t.deer.c.id, col).where(col.isnot(None), t.deer.c.id.not_in(ours))
-    ).all()
+    legacy = conn.execute(sa.select(t.deer.c.id, col).where(col.isnot(None))).all()
     if not legacy:
         return 0
     stmt = pg_insert(t.reid_deer_profiles).values(
-        [{"version": LEGACY_PROFILE_VERSION, "deer_id": r[0], "model_family": family, "vector": r[1], "n_detections": 0}
+        [{"version": legacy_version(family), "deer_id": r[0], "model_family": family, "vector": r[1], "n_detections": 0}
          for r in legacy]
     ).on_conflict_do_nothing()
     return conn.execute(stmt).rowcount

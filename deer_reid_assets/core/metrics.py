@@ -11,6 +11,12 @@ Pure numpy/pandas; no Dagster, torch or database. Project-wide definitions:
 * rank-1 / mAP: each query whose identity occurs in the gallery is ranked against the gallery
   *detections* by cosine similarity; ties keep gallery order (stable sort). AP = mean of
   precision@k over the true-match positions. With no such query both are 0 and ``n_queries`` is 0.
+* Block-wise profiles (model ensembles): with ``blocks = [(start, stop, weight), ...]`` tiling the
+  embedding columns (weights summing to 1), a profile is built per block (mean of that block's
+  columns over the deer's rows, L2-normalised), scaled by ``sqrt(weight)`` and concatenated. For
+  rows ``concat(sqrt(w_k) * x_k)`` with unit ``x_k`` (see :mod:`core.ensemble`), profile . query is
+  exactly ``sum_k w_k * cos(x_k, profile_k)`` and both are unit norm. A zero-weight block gets a
+  zero profile block.
 """
 
 from __future__ import annotations
@@ -241,13 +247,69 @@ def _profile_sex(classes: list[str]) -> str:
     return "unknown"
 
 
+Block = tuple[int, int, float]
+_BLOCK_WEIGHT_TOLERANCE = 1e-6
+
+
+def check_blocks(blocks: Sequence[Sequence[Any]], dim: int) -> list[Block]:
+    """Validate ``(start, stop, weight)`` column blocks for embeddings of dimension ``dim``.
+
+    Blocks must be non-empty (``0 <= start < stop``), tile ``range(dim)`` exactly without gaps or
+    overlap (any order; returned sorted by start), have finite weights in [0, 1] summing to 1
+    (within 1e-6). Raises ValueError otherwise.
+    """
+    if isinstance(blocks, (str, bytes)):
+        raise ValueError("blocks must be a sequence of (start, stop, weight) tuples")
+    parsed: list[Block] = []
+    for i, block in enumerate(blocks):
+        try:
+            start, stop, weight = block
+        except (TypeError, ValueError):
+            raise ValueError(f"blocks[{i}] must be a (start, stop, weight) tuple; got {block!r}") from None
+        for name, value in (("start", start), ("stop", stop)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"blocks[{i}] {name} must be an integer; got {value!r}")
+        numeric = isinstance(weight, (int, float, np.integer, np.floating))
+        if isinstance(weight, (bool, np.bool_)) or not numeric:
+            raise ValueError(f"blocks[{i}] weight must be a number; got {weight!r}")
+        start, stop, weight = int(start), int(stop), float(weight)
+        if not 0 <= start < stop:
+            raise ValueError(f"blocks[{i}] must satisfy 0 <= start < stop; got ({start}, {stop})")
+        if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+            raise ValueError(f"blocks[{i}] weight must be in [0, 1]; got {weight}")
+        parsed.append((start, stop, weight))
+    if not parsed:
+        raise ValueError("blocks must contain at least one (start, stop, weight) block")
+    parsed.sort(key=lambda block: block[0])
+    position = 0
+    for start, stop, _ in parsed:
+        if start < position:
+            raise ValueError(f"blocks overlap: block ({start}, {stop}) starts before column {position}")
+        if start > position:
+            raise ValueError(f"blocks leave columns {position}..{start - 1} uncovered")
+        position = stop
+    if position != dim:
+        raise ValueError(f"blocks cover {position} columns but the embeddings have {dim}")
+    total = math.fsum(weight for _, _, weight in parsed)
+    if abs(total - 1.0) > _BLOCK_WEIGHT_TOLERANCE:
+        raise ValueError(f"block weights must sum to 1; got {total}")
+    return parsed
+
+
 def build_profiles(
     embeddings: np.ndarray,
     identities: Sequence[str],
     sexes: Sequence[str | None] | None = None,
+    blocks: Sequence[tuple[int, int, float]] | None = None,
 ) -> Profiles:
-    """Profiles (sorted by name) from gallery embeddings; ``sexes`` are per-detection classes."""
+    """Profiles (sorted by name) from gallery embeddings; ``sexes`` are per-detection classes.
+
+    With ``blocks`` (see :func:`check_blocks`), each profile is built block-wise: per block the
+    mean of that block's columns over the deer's rows, L2-normalised, times ``sqrt(weight)``;
+    zero-weight blocks stay zero. A zero mean in a positive-weight block raises ValueError.
+    """
     matrix = _unit_rows(_embedding_matrix(embeddings, "embeddings"), "embeddings")
+    checked = None if blocks is None else check_blocks(blocks, matrix.shape[1])
     labels = _labels(identities, "identities")
     _check_length(labels, matrix.shape[0], "identities", "embeddings")
     if sexes is not None:
@@ -261,10 +323,23 @@ def build_profiles(
     for p, name in enumerate(names):
         members = np.flatnonzero(label_array == name)
         mean = matrix[members].mean(axis=0)
-        norm = np.linalg.norm(mean)
-        if norm == 0:
-            raise ValueError(f"embeddings of identity {name!r} average to the zero vector")
-        vectors[p] = mean / norm
+        if checked is None:
+            norm = np.linalg.norm(mean)
+            if norm == 0:
+                raise ValueError(f"embeddings of identity {name!r} average to the zero vector")
+            vectors[p] = mean / norm
+        else:
+            for start, stop, weight in checked:
+                if weight == 0.0:
+                    continue  # contributes nothing to any similarity; stays zero
+                part = mean[start:stop]
+                norm = np.linalg.norm(part)
+                if norm == 0:
+                    raise ValueError(
+                        f"embeddings of identity {name!r} average to the zero vector in block "
+                        f"({start}, {stop})"
+                    )
+                vectors[p, start:stop] = part * (math.sqrt(weight) / norm)
         profile_sexes.append(_profile_sex([classes[i] for i in members]))
     return Profiles(names=names, vectors=vectors, sexes=profile_sexes)
 
@@ -557,11 +632,15 @@ def evaluate(
     threshold: float = 0.40,
     query_set: str = "test",
     max_false_match_rate: float = 0.05,
+    blocks: Sequence[tuple[int, int, float]] | None = None,
 ) -> EvaluationReport:
     """Evaluate one embedding model: profiles from the split's gallery, queries from its val or
     test set (``query_set``), assignment metrics at ``threshold`` with the sex rule (when
     ``classifications`` are given), the threshold sweep and best threshold, retrieval against the
-    gallery detections, and the same/different-deer similarity distributions."""
+    gallery detections, and the same/different-deer similarity distributions.
+
+    ``blocks`` (optional, see :func:`build_profiles`) builds block-wise (ensemble) profiles; the
+    embeddings should then be rows like :func:`core.ensemble.ensemble_vectors` produces."""
     matrix = _embedding_matrix(embeddings, "embeddings")
     n = matrix.shape[0]
     ids = np.asarray(_labels(detection_ids, "detection_ids"), dtype=object)
@@ -575,6 +654,8 @@ def evaluate(
     if query_set not in QUERY_SETS:
         raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
     threshold = _check_threshold(threshold)
+    if blocks is not None:
+        blocks = check_blocks(blocks, matrix.shape[1])
     for role in ("gallery", "val_query", "test_query"):
         idx = getattr(split, role)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
@@ -583,7 +664,7 @@ def evaluate(
     gallery = split.gallery
     queries = split.val_query if query_set == "val" else split.test_query
     profiles = build_profiles(
-        matrix[gallery], labels[gallery], None if classes is None else classes[gallery]
+        matrix[gallery], labels[gallery], None if classes is None else classes[gallery], blocks
     )
     query_classes = None if classes is None else classes[queries]
     matches = match_to_profiles(matrix[queries], profiles, query_classes)

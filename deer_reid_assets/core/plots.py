@@ -110,3 +110,21 @@ def comparison_plot(reports: dict[str, EvaluationReport]) -> bytes:
     if reports:
         ax.legend(loc="lower right", fontsize="small")
     return _png(figure)
+
+
+def ensemble_curve_plot(curve, chosen_weight: float) -> bytes:
+    """What the ensemble weight search saw on the validation queries: rank-1, mAP and (where a
+    threshold met the budget) the assignment rate against the multi-scale weight w."""
+    figure = _new_figure(7, 4)
+    ax = figure.subplots()
+    for column, label in (("rank1", "rank-1"), ("mAP", "mAP"), ("assignment_rate", "assignment rate within budget")):
+        if column in curve:
+            ax.plot(curve["weight"], curve[column], marker="o", markersize=3, label=label)
+    ax.axvline(chosen_weight, color="black", linestyle="--", label=f"chosen w = {chosen_weight:.2f}")
+    ax.axvline(0.6, color="grey", linestyle=":", label="roadmap w = 0.6")
+    ax.set_xlabel("weight of multi-scale ResNet50 (1 - w on EfficientNet-B0)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Ensemble weight search (validation queries)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _png(figure)

@@ -208,6 +208,28 @@ reid_evaluations = sa.Table(
     sa.Column("report", JSONB, nullable=False),
 )
 
+reid_profile_sets = sa.Table(
+    "reid_profile_sets",
+    metadata,
+    sa.Column("id", sa.String(20), primary_key=True),
+    sa.Column("versions", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+reid_ensemble_weights = sa.Table(
+    "reid_ensemble_weights",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("version_a", sa.String(20), nullable=False),
+    sa.Column("version_b", sa.String(20), nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float),
+    sa.Column("meets_budget", sa.Boolean, nullable=False),
+    sa.Column("max_false_match_rate", sa.Float, nullable=False),
+    sa.Column("search", JSONB, nullable=False),
+)
+
 # Which deer-table column holds the published profile vector of each model family.
 PROFILE_COLUMN = {
     "resnet50": "feature_vector",

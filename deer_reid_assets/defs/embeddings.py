@@ -75,3 +75,20 @@ baseline_embeddings = embedding_asset(
     "fitted on a seeded sample of the crops (a versioned artefact), L2-normalised. One vector per usable crop, "
     "stored under an embedding version that names model, weights, projection and image size; published when complete.",
 )
+
+multiscale_embeddings = embedding_asset(
+    "multiscale_embeddings",
+    "multiscale",
+    "Multi-scale ResNet50: features after layers 1-4 (256+512+1024+2048 channels) from ONE forward pass, each "
+    "adaptive-average-pooled and concatenated (3840) -> 512 by a PCA projection fitted on a seeded sample of the "
+    "crops (a fixed, saved, fingerprinted artefact; not learned), L2-normalised. Profiles go to "
+    "deer.feature_vector_multiscale.",
+)
+
+efficientnet_embeddings = embedding_asset(
+    "efficientnet_embeddings",
+    "efficientnet",
+    "EfficientNet-B0 (efficientnet_pytorch: from_pretrained weights when cached, else from_name with seeded init, "
+    "or a checkpoint), pooled features (1280) -> 512 by a fitted PCA projection (saved artefact), L2-normalised. "
+    "Profiles go to deer.feature_vector_efficientnet.",
+)

@@ -7,10 +7,12 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core import evaluation
-from deer_reid_assets.core.plots import evaluation_plot
+from deer_reid_assets.core.metrics import compare_reports
+from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
 
 from .common import OWNERS, md_image, md_table
-from .matching import FAMILY, _published, deer_assignments
+from .embeddings import baseline_embeddings
+from .matching import BASELINE, ENSEMBLE, current_ensemble, deer_assignments, ensemble_weights, published
 from .resources import DatabaseResource, ImageStoreResource
 
 GROUP = "evaluation"
@@ -63,7 +65,7 @@ class EvaluationConfig(dg.Config):
 def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, database: DatabaseResource,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    version = _published(engine, FAMILY)
+    version = published(engine, BASELINE)
     reports = {
         query_set: evaluation.evaluate_version(engine, version, threshold=config.threshold, query_set=query_set,
                                                seed=config.split_seed, max_false_match_rate=config.max_false_match_rate)
@@ -94,4 +96,53 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
         "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
         "plot": md_image(png, "similarity histograms and threshold curves"),
         "json": dg.MetadataValue.path(str(out / "reid_evaluation.json")),
+    })
+
+
+class ReportConfig(dg.Config):
+    threshold: float = Field(default=0.40, description="Operating threshold of the single models and the 0.6/0.4 row.")
+    max_false_match_rate: float = Field(default=0.05)
+    split_seed: int = Field(default=0)
+
+
+@dg.asset(
+    deps=[baseline_embeddings, ensemble_weights],
+    group_name=GROUP,
+    kinds={"numpy", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    description="Before/after report (the roadmap's validate_embeddings): baseline ResNet50, multi-scale ResNet50 "
+    "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble and the tuned ensemble, on the same test queries "
+    "of the same seeded split: assignment rate, false-match rate, rank-1, mAP, best threshold under the budget and "
+    "mean true-match similarity with its change against the baseline. Table, plot and JSON.",
+)
+def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
+                     image_store: ImageStoreResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    baseline = published(engine, BASELINE)
+    version_a, version_b = (published(engine, f) for f in ENSEMBLE)
+    tuned = current_ensemble(engine)
+    if tuned is None:
+        raise dg.Failure("no ensemble weights for the published versions: materialize ensemble_weights first")
+    models, tuned_threshold = tuned
+    reports = evaluation.compare_on_test(
+        engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
+        threshold=config.threshold, max_false_match_rate=config.max_false_match_rate, seed=config.split_seed)
+    table = compare_reports(reports, baseline=next(iter(reports)))
+    png = comparison_plot(reports)
+    out = image_store.reports
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "embedding_report.png").write_bytes(png)
+    payload = {"versions": {"baseline": baseline, "multiscale": version_a, "efficientnet": version_b},
+               "rows": json.loads(table.to_json(orient="records")),
+               "reports": {name: json.loads(r.to_json()) for name, r in reports.items()}}
+    (out / "embedding_report.json").write_text(json.dumps(payload, indent=2))
+    evaluation.save_evaluation(engine, "embedding_report", payload["versions"], {"rows": payload["rows"]}, payload)
+    shown = table.rename(columns={"mean_true_match_similarity_change_pct": "true-match sim change %"}).astype(object)
+    shown = shown.where(shown.notna(), "n/a")
+    return dg.MaterializeResult(metadata={
+        "comparison": md_table(shown),
+        "plot": md_image(png, "assignment rate vs false-match rate per model"),
+        "json": dg.MetadataValue.path(str(out / "embedding_report.json")),
+        **{f"{name}: test rank-1": dg.MetadataValue.float(r.retrieval["rank1"]) for name, r in reports.items()},
     })

@@ -1,4 +1,5 @@
-"""Matching assets: deer profiles from labelled detections, and the assignment of the rest."""
+"""Matching assets: deer profiles from labelled detections, the ensemble's weights, and the
+assignment of every unreviewed detection."""
 
 import dagster as dg
 import pandas as pd
@@ -6,77 +7,161 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from deer_reid_assets.core import embeddings as emb_core
-from deer_reid_assets.core import matching
+from deer_reid_assets.core import evaluation, matching
+from deer_reid_assets.core import schema as t
+from deer_reid_assets.core.plots import ensemble_curve_plot
 
-from .common import OWNERS, md_table
-from .embeddings import baseline_embeddings
+from .common import OWNERS, md_image, md_table
+from .embeddings import baseline_embeddings, efficientnet_embeddings, multiscale_embeddings
 from .resources import DatabaseResource
 
 GROUP = "matching"
-FAMILY = "resnet50"
+BASELINE = "resnet50"
+ENSEMBLE = ("multiscale", "efficientnet")
 
-def _published(engine, family: str) -> str:
+
+def published(engine, family: str, required: bool = True) -> str | None:
     with engine.connect() as conn:
         version = emb_core.published_version(conn, family)
-    if version is None:
-        raise dg.Failure(f"no published {family} embeddings: materialize the embedding asset first")
+    if version is None and required:
+        raise dg.Failure(f"no published {family} embeddings: materialize its embedding asset first")
     return version
+
 
 class ProfilesConfig(dg.Config):
     mirror_to_deer_table: bool = Field(
         default=True, description="Also write the published profile vectors onto the deer table (existing system)."
     )
 
+
 @dg.asset(
-    deps=[baseline_embeddings],
+    deps=[baseline_embeddings, multiscale_embeddings, efficientnet_embeddings],
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
-    code_version="1",
-    description="One prototype per deer: the L2-normalised mean embedding of its labelled (human-reviewed) "
-    "detections, per embedding version (reid_deer_profiles), mirrored onto deer.feature_vector. Vectors the deer "
-    "table held before are kept as profile version 'legacy'.",
+    code_version="2",
+    description="One prototype per deer and model: the L2-normalised mean embedding of its labelled "
+    "(human-reviewed) detections, for every published embedding version (reid_deer_profiles), mirrored onto "
+    "deer.feature_vector / _multiscale / _efficientnet with deer.embedding_version naming what produced them. "
+    "Vectors a column held before this pipeline first wrote it are kept as profile version 'legacy-<model>'.",
 )
 def deer_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
                   database: DatabaseResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    version = _published(engine, FAMILY)
-    report = matching.build_profiles(engine, version, FAMILY, mirror_to_deer_table=config.mirror_to_deer_table)
+    versions = {f: v for f in (BASELINE, *ENSEMBLE) if (v := published(engine, f, required=f == BASELINE))}
+    reports = {f: matching.build_profiles(engine, v, f, mirror_to_deer_table=False) for f, v in versions.items()}
+    set_id = matching.mirror_profiles(engine, versions) if config.mirror_to_deer_table else "not mirrored"
+    base = reports[BASELINE]
     with engine.connect() as conn:
         sizes = pd.DataFrame(conn.execute(sa.text(
             """SELECT dr.name, dr.sex::text AS sex, p.n_detections FROM reid_deer_profiles p
                JOIN deer dr ON dr.id = p.deer_id WHERE p.version = :v ORDER BY p.n_detections DESC, dr.name"""),
-            {"v": version}).all(), columns=["deer", "sex", "labelled_detections"])
+            {"v": versions[BASELINE]}).all(), columns=["deer", "sex", "labelled_detections"])
     return dg.MaterializeResult(metadata={
-        "embedding_version": version,
-        "profiles": report.profiles,
-        "labelled_detections": report.labelled_detections,
-        "deer_with_labels_but_no_embedding": report.deer_without_embeddings,
-        "legacy_vectors_saved": report.legacy_vectors_saved,
+        "embedding_versions": dg.MetadataValue.json(versions),
+        "deer_embedding_version": set_id,
+        "profiles": base.profiles,
+        "labelled_detections": base.labelled_detections,
+        "deer_with_labels_but_no_embedding": base.deer_without_embeddings,
+        "legacy_vectors_saved": sum(r.legacy_vectors_saved for r in reports.values()),
         "profiles_by_size": md_table(sizes.head(40)),
     })
 
-class AssignmentConfig(dg.Config):
-    threshold: float = Field(default=0.40, description="Assign when cosine similarity >= threshold.")
-    top_k: int = Field(default=5, description="Candidates retrieved per detection (stored in reid_similarity_scores).")
+
+class EnsembleWeightsConfig(dg.Config):
+    max_false_match_rate: float = Field(default=0.05, description="False-match budget of the search.")
+    split_seed: int = Field(default=0, description="Seed of the identity-aware split (val queries are searched).")
+
 
 @dg.asset(
-    deps=[deer_profiles],
+    deps=[multiscale_embeddings, efficientnet_embeddings],
+    group_name=GROUP,
+    kinds={"numpy", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    description="Ensemble similarity = w x multi-scale + (1 - w) x EfficientNet. Searches w in 0..1 (step 0.05) and "
+    "the threshold on the validation queries of the seeded split to maximise the assignment rate with false-match "
+    "rate <= budget; stores the choice with the searched curve (reid_ensemble_weights) beside the roadmap's 0.6/0.4. "
+    "When nothing meets the budget it keeps the w with the best val mAP and the operating threshold, and says so.",
+)
+def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsConfig,
+                     database: DatabaseResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    version_a, version_b = (published(engine, f) for f in ENSEMBLE)
+    choice = evaluation.tune_ensemble(engine, version_a, version_b, max_false_match_rate=config.max_false_match_rate,
+                                      seed=config.split_seed)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t.reid_ensemble_weights).values(
+            version_a=version_a, version_b=version_b, weight=choice.weight, threshold=choice.threshold,
+            meets_budget=choice.meets_budget, max_false_match_rate=config.max_false_match_rate, search=choice.to_json()))
+    if not choice.meets_budget:
+        context.log.warning(f"no weight/threshold keeps FMR <= {config.max_false_match_rate:.0%} on val queries; "
+                            f"keeping w={choice.weight:.2f} (best val mAP) and the operating threshold")
+    return dg.MaterializeResult(metadata={
+        "weight_multiscale": dg.MetadataValue.float(choice.weight),
+        "weight_efficientnet": dg.MetadataValue.float(round(1 - choice.weight, 4)),
+        "threshold": dg.MetadataValue.float(choice.threshold) if choice.threshold is not None else "keep operating threshold",
+        "meets_false_match_budget": choice.meets_budget,
+        "val_assignment_rate": dg.MetadataValue.float(choice.assignment_rate) if choice.meets_budget else "n/a",
+        "val_false_match_rate": dg.MetadataValue.float(choice.false_match_rate) if choice.meets_budget else "n/a",
+        "roadmap_0.6_0.4": dg.MetadataValue.json(choice.to_json()["roadmap"]),
+        "versions": dg.MetadataValue.json({"multiscale": version_a, "efficientnet": version_b}),
+        "curve": md_table(choice.curve),
+        "curve_plot": md_image(ensemble_curve_plot(choice.curve, choice.weight), "ensemble weight search"),
+    })
+
+
+def current_ensemble(engine) -> tuple[dict[str, float], float | None] | None:
+    """{version: weight} and threshold of the newest ensemble search for the published versions."""
+    version_a, version_b = (published(engine, f, required=False) for f in ENSEMBLE)
+    if version_a is None or version_b is None:
+        return None
+    w = t.reid_ensemble_weights
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(w).where(w.c.version_a == version_a, w.c.version_b == version_b)
+                           .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return {version_a: row.weight, version_b: round(1.0 - row.weight, 10)}, row.threshold
+
+
+class AssignmentConfig(dg.Config):
+    threshold: float = Field(default=0.40, description="Operating threshold when no tuned threshold applies.")
+    top_k: int = Field(default=5, description="Candidates retrieved per detection and model.")
+    method: str = Field(default="auto", description="'auto' (tuned ensemble when there is one, else baseline), "
+                        "'ensemble' or 'baseline'.")
+
+
+@dg.asset(
+    deps=[deer_profiles, ensemble_weights],
     group_name=GROUP,
     kinds={"postgres"},
     owners=OWNERS,
-    code_version="1",
-    description="Every unreviewed detection matched to its nearest profile of a compatible sex through pgvector "
-    "(cosine); assigned when similarity >= threshold (detections.deer_id, reid_similarity_scores), otherwise left "
-    "unassigned. Each run is logged with the previous values so it can be rolled back.",
+    code_version="2",
+    description="Every unreviewed detection matched to its nearest profile of a compatible sex. Candidates come from "
+    "pgvector (cosine top-k per model); with the tuned ensemble the combined similarity is computed exactly and a "
+    "bound check re-scores against all profiles when the top-k could miss the best. Assigned when similarity >= "
+    "threshold (detections.deer_id, reid_similarity_scores), otherwise left unassigned; each run is logged with the "
+    "previous values so it can be rolled back.",
 )
 def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
+    if config.method not in ("auto", "ensemble", "baseline"):
+        raise dg.Failure(f"method must be 'auto', 'ensemble' or 'baseline', got {config.method!r}")
     engine = database.get_engine()
-    version = _published(engine, FAMILY)
-    report = matching.assign_detections(engine, version, threshold=config.threshold, top_k=config.top_k,
+    tuned = current_ensemble(engine) if config.method != "baseline" else None
+    if config.method == "ensemble" and tuned is None:
+        raise dg.Failure("no ensemble weights for the published multi-scale/EfficientNet versions: materialize ensemble_weights")
+    if tuned is not None:
+        models, tuned_threshold = tuned
+        threshold = tuned_threshold if tuned_threshold is not None else config.threshold
+        method = "ensemble"
+    else:
+        models, threshold, method = {published(engine, BASELINE): 1.0}, config.threshold, "baseline"
+    report = matching.assign_detections(engine, models, threshold=threshold, top_k=config.top_k, method=method,
                                         run_id=context.run_id)
-    context.log.info(f"assigned {report.assigned}/{report.considered} detections ({report.assignment_rate:.1%})")
+    context.log.info(f"{method}: assigned {report.assigned}/{report.considered} detections "
+                     f"({report.assignment_rate:.1%}) at threshold {threshold:.2f}")
     with engine.connect() as conn:
         sample = pd.DataFrame(conn.execute(sa.text(
             """SELECT l.detection_id::text AS detection, dr.name AS deer, round(l.similarity::numeric, 3) AS similarity
@@ -84,13 +169,15 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
                WHERE l.run_id = :r ORDER BY l.similarity DESC NULLS LAST LIMIT 15"""), {"r": report.run_id}).all(),
             columns=["detection", "deer", "similarity"])
     return dg.MaterializeResult(metadata={
-        "embedding_version": version,
-        "threshold": config.threshold,
+        "method": method,
+        "models": dg.MetadataValue.json(models),
+        "threshold": threshold,
         "detections_considered": report.considered,
         "assigned": report.assigned,
         "assignment_rate": dg.MetadataValue.float(round(report.assignment_rate, 4)),
         "changed": report.changed,
         "without_compatible_profile": report.no_candidate,
+        "rescored_against_all_profiles": report.rescored,
         "assignment_run": report.run_id,
         "top_matches": md_table(sample),
     })
