@@ -162,12 +162,12 @@ def import_crops(directory: Path, sex: str) -> None:
 
 
 # --- Dagster -------------------------------------------------------------------------------------
-def _instance(app_url: str):
+def _instance(app_url: str, *, write_env_file: bool = True):
     import dagster as dg
 
     from deer_reid_assets.defs.instance import prepare_dagster_home, set_gpu_pool_limit
 
-    prepare_dagster_home(app_url)
+    prepare_dagster_home(app_url, write_env_file=write_env_file)
     instance = dg.DagsterInstance.get()
     set_gpu_pool_limit(instance)
     return instance
@@ -177,10 +177,10 @@ def materialize_all(run_config: dict, resources: dict, instance, selection: list
     """Materialize the asset graph (or ``selection``) in-process; returns each asset's metadata."""
     import dagster as dg
 
-    from deer_reid_assets.definitions import ALL_ASSETS
+    from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 
     assets = [a for a in ALL_ASSETS if selection is None or a.key.to_user_string() in selection]
-    result = dg.materialize(assets, run_config=run_config, resources=resources, instance=instance,
+    result = dg.materialize([*assets, *ALL_CHECKS], run_config=run_config, resources=resources, instance=instance,
                             raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
@@ -308,13 +308,15 @@ def serve(host: str, port: int) -> None:
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--refit", is_flag=True, help="Fit a new projection (a new version) instead of reusing the current one.")
-@click.option("--no-publish", is_flag=True, help="Leave the completed version unpublished (staged).")
+@click.option("--chunk", default=128, show_default=True, help="Crops per committed chunk (resume granularity).")
+@click.option("--projection-sample", default=1500, show_default=True, help="Crops sampled to fit a new projection.")
+@click.option("--no-publish", is_flag=True, help="Leave the completed version staged (audit it first).")
 @_fail_cleanly
-def embed(family: str, weights: str, image_size: int, batch_size: int, device: str, refit: bool,
-          no_publish: bool) -> None:
-    """(Re-)embed every usable crop, in committed chunks: an interrupted run resumes where it stopped,
-    and a version is published only once complete."""
-    from deer_reid_assets.core import embeddings
+def embed(family: str, weights: str, image_size: int, batch_size: int, device: str, refit: bool, chunk: int,
+          projection_sample: int, no_publish: bool) -> None:
+    """(Re-)embed every usable crop, in committed chunks: an interrupted run resumes where it stopped;
+    a complete version is audited and published only when the audit passes."""
+    from deer_reid_assets.core import audit, embeddings
     from deer_reid_assets.core.models import Embedder
 
     engine = _engine()
@@ -327,13 +329,72 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
                 bar.length = total
                 bar.update(done - bar.pos)
 
-            report = embeddings.embed_crops(engine, embedder, artifacts=artifacts, refit=refit, progress=progress)
+            report = embeddings.embed_crops(engine, embedder, artifacts=artifacts, refit=refit, chunk=chunk,
+                                            sample_size=projection_sample, progress=progress)
         state = "resumed, " if report.resumed else ""
         click.echo(f"  {report.version}: {report.new_vectors} new vectors ({state}{report.total_vectors} in all, "
                    f"{report.per_detection_ms:.1f} ms per new detection)")
-        if not no_publish:
-            previous = embeddings.publish(engine, report.version)
+        result = audit.audit_version(engine, report.version)
+        embeddings.record_audit(engine, report.version, result.passed, result.to_json())
+        failed = [c["check"] + ": " + c["detail"] for c in result.checks if not c["passed"]]
+        click.echo(f"  audit against {result.against or 'nothing published'}: "
+                   + ("passed" if result.passed else "FAILED (" + "; ".join(failed) + ")")
+                   + f"; {result.changed} assignment(s) would change")
+        if result.passed and not no_publish:
+            previous = embeddings.publish(engine, report.version)[name]
             click.echo(f"  published {report.version}" + (f" (was {previous})" if previous and previous != report.version else ""))
+
+
+@main.group("embeddings")
+def embeddings_group() -> None:
+    """Embedding versions: list them, roll back to an earlier one."""
+
+
+@embeddings_group.command("list")
+@_fail_cleanly
+def embeddings_list() -> None:
+    """Every embedding version with its status, audit and coverage."""
+    from deer_reid_assets.core import embeddings
+
+    engine = _engine()
+    with engine.connect() as conn:
+        rows = embeddings.list_versions(conn)
+    if not rows:
+        click.echo("no embedding versions yet")
+    click.echo(f"{'version':20s} {'family':13s} {'status':10s} {'audit':7s} {'vectors':>7s}  created              weights")
+    for r in rows:
+        audit = {True: "passed", False: "FAILED", None: "-"}[r["audit_passed"]]
+        click.echo(f"{r['version']:20s} {r['model_family']:13s} {r['status']:10s} {audit:7s} {r['n_embeddings']:7d}  "
+                   f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {r['weights_description'][:60]}")
+
+
+@embeddings_group.command("rollback")
+@click.argument("version")
+@click.option("--threshold", default=0.40, show_default=True, help="Operating threshold when no tuned one applies.")
+@_fail_cleanly
+def embeddings_rollback(version: str, threshold: float) -> None:
+    """Publish VERSION again (it must be complete and have passed its audit), rebuild the profiles and
+    re-match, all recorded in the Dagster instance as materializations of the assets it changed."""
+    import dagster as dg
+
+    from deer_reid_assets.core import embeddings, matching
+
+    engine = _engine()
+    replaced = embeddings.publish(engine, version)
+    versions, _, set_id = matching.rebuild_profiles(engine)
+    models, used_threshold, method = matching.matcher_setup(engine, "auto", threshold)
+    report = matching.assign_detections(engine, models, threshold=used_threshold, method=method)
+    instance = _instance(db.database_url(start_embedded=False), write_env_file=False)
+    for key, metadata in (
+        ("published_embeddings", {"published": dg.MetadataValue.json(versions), "rolled_back_to": version}),
+        ("deer_profiles", {"embedding_versions": dg.MetadataValue.json(versions), "deer_embedding_version": set_id}),
+        ("deer_assignments", {"method": method, "assigned": report.assigned, "assignment_run": report.run_id}),
+    ):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, description="deer-reid embeddings rollback",
+                                                                    metadata=metadata))
+    family, previous = next(iter(replaced.items()))
+    click.echo(f"{family}: published {version} (was {previous}); profiles rebuilt; {method} matching assigned "
+               f"{report.assigned}/{report.considered} (run {report.run_id})")
 
 
 @main.command("evaluate")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from deer_reid_assets.defs import embeddings, evaluation, ingest, matching
+from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching
 from deer_reid_assets.defs.resources import (
     ComputeResource,
     DatabaseResource,
@@ -23,12 +23,15 @@ ALL_ASSETS = [
     embeddings.baseline_embeddings,
     embeddings.multiscale_embeddings,
     embeddings.efficientnet_embeddings,
+    embeddings.published_embeddings,
     matching.ensemble_weights,
     matching.deer_profiles,
     matching.deer_assignments,
     evaluation.reid_evaluation,
     evaluation.embedding_report,
 ]
+
+ALL_CHECKS = embeddings.EMBEDDING_CHECKS
 
 # The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
 reid_pipeline_job = dg.define_asset_job(
@@ -47,4 +50,10 @@ def default_resources() -> dict:
     }
 
 
-defs = dg.Definitions(assets=ALL_ASSETS, jobs=[reid_pipeline_job], resources=default_resources())
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    jobs=[reid_pipeline_job],
+    sensors=[automation.automation_sensor],
+    resources=default_resources(),
+)

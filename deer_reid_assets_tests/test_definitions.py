@@ -5,7 +5,7 @@ import sys
 
 import dagster as dg
 
-from deer_reid_assets.definitions import ALL_ASSETS, defs
+from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
 
 GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings"}
 
@@ -14,8 +14,8 @@ def test_definitions_load_and_every_asset_is_described():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "multiscale_embeddings",
-                    "efficientnet_embeddings", "ensemble_weights", "deer_profiles", "deer_assignments",
-                    "reid_evaluation", "embedding_report"}
+                    "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
+                    "deer_assignments", "reid_evaluation", "embedding_report"}
     for asset in ALL_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()
@@ -28,11 +28,26 @@ def test_definitions_load_and_every_asset_is_described():
         assert (pool == "gpu") == (name in GPU_ASSETS), f"{name}: pool {pool}"
 
 
+def test_embeddings_are_audited_by_blocking_checks_and_recompute_automatically():
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {(n, "audit") for n in ("baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings")}
+    for checks_def in ALL_CHECKS:
+        assert all(spec.blocking for spec in checks_def.check_specs)
+    for asset in ALL_ASSETS:
+        name = asset.key.to_user_string()
+        condition = graph.get(asset.key).automation_condition
+        assert (condition is None) == (name == "camera_images"), name
+    sensor = defs.resolve_sensor_def("deer_reid_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
 def test_lineage_runs_from_photos_to_evaluation():
     graph = defs.resolve_asset_graph()
     upstream = graph.get(dg.AssetKey("reid_evaluation")).parent_keys
     assert dg.AssetKey("deer_assignments") in upstream
-    chain = ["camera_images", "detections", "crops", "baseline_embeddings", "deer_profiles", "deer_assignments"]
+    chain = ["camera_images", "detections", "crops", "baseline_embeddings", "published_embeddings", "deer_profiles",
+             "deer_assignments"]
     for parent, child in zip(chain, chain[1:]):
         assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys
 

@@ -60,7 +60,16 @@ def _two_runs_at_once(dagster_home, slots: int, tmp_path):
         p.join(timeout=180)
         assert p.exitcode == 0
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("gpu_step_a", "gpu_step_b"))
-    return min(a["end"], b["end"]) - max(a["start"], b["start"])
+    overlap = min(a["end"], b["end"]) - max(a["start"], b["start"])
+    if slots == 1 and overlap > 0:  # say what the instance saw, to tell a Dagster race from a set-up error
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            info = instance.event_log_storage.get_concurrency_info(GPU_POOL)
+            pools = instance.event_log_storage.get_pool_limits()
+            events = [(r.run_id[:8], e.message) for r in instance.get_runs()
+                      for e in instance.all_logs(r.run_id) if "concurrency" in (e.message or "").lower()
+                      or "pool" in (e.message or "").lower()]
+        pytest.fail(f"overlap {overlap:.2f}s; slots={info.slot_count} pools={pools} events={events[:10]}")
+    return overlap
 
 
 def test_gpu_steps_of_two_runs_never_overlap(dagster_home, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from deer_reid_assets.core import embeddings
 from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
-from deer_reid_assets.definitions import ALL_ASSETS
+from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 
@@ -36,7 +36,7 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(engine, tiny_world):
     summary, resources, tmp_path = tiny_world
-    result = dg.materialize(ALL_ASSETS, resources=resources)
+    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources)
     assert result.success
     meta = _metadata(result)
     assert set(meta) == {a.key.to_user_string() for a in ALL_ASSETS}
@@ -97,8 +97,8 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
 
 def test_rerun_is_incremental_and_keeps_the_published_version(engine, tiny_world):
     _, resources, _ = tiny_world
-    assert dg.materialize(ALL_ASSETS, resources=resources).success
-    again = _metadata(dg.materialize(ALL_ASSETS, resources=resources))
+    assert dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources).success
+    again = _metadata(dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources))
     assert again["camera_images"]["images_new"] == 0
     assert again["crops"]["new_crops"] == 0
     assert again["baseline_embeddings"]["new_vectors"] == 0

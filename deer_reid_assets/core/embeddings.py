@@ -25,6 +25,7 @@ from . import schema as t
 if TYPE_CHECKING:  # torch is imported only where models run
     from .models import Embedder
 
+_PUBLISH_LOCK = 0x5EED_0B0B  # advisory lock: one publisher at a time
 FAMILY_CODES = {"resnet50": "r50", "multiscale": "ms", "efficientnet": "effb0", "finetuned": "ft"}
 
 
@@ -196,28 +197,54 @@ def coverage(conn: sa.Connection, version: str) -> tuple[int, int]:
     return sum(1 for d, _ in crops if d in have), len(crops)
 
 
-def publish(engine: sa.Engine, version: str) -> str | None:
-    """Make ``version`` the published set of its family, in one transaction. Returns the version
-    it replaced. Refuses a version that is not complete or no longer covers every usable crop."""
+def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool = True) -> dict[str, str | None]:
+    """Make each of ``versions`` the published set of its family, all in ONE transaction (all or
+    nothing). Returns ``{family: version it replaced}``. Refuses a version that is not complete, no
+    longer covers every usable crop, or (``require_audit``) has not passed its audit."""
+    versions = [versions] if isinstance(versions, str) else list(versions)
     v, p = t.reid_embedding_versions, t.reid_published_embeddings
+    replaced: dict[str, str | None] = {}
     with engine.begin() as conn:
-        row = conn.execute(sa.select(v).where(v.c.version == version).with_for_update()).first()
-        if row is None:
-            raise EmbeddingError(f"no embedding version {version!r}")
-        if row.status not in ("complete", "published"):
-            raise EmbeddingError(f"version {version} is {row.status}, only a complete version can be published")
-        embedded, total = coverage(conn, version)
-        if embedded != total:
-            raise EmbeddingError(f"version {version} covers {embedded} of {total} usable crops: embed the rest first")
-        previous = conn.execute(sa.select(p.c.version).where(p.c.model_family == row.model_family)).scalar()
-        if previous and previous != version:
-            conn.execute(sa.update(v).where(v.c.version == previous).values(status="complete"))
-        conn.execute(
-            pg_insert(p).values(model_family=row.model_family, version=version)
-            .on_conflict_do_update(index_elements=[p.c.model_family], set_={"version": version, "published_at": sa.func.now()})
-        )
-        conn.execute(sa.update(v).where(v.c.version == version).values(status="published", published_at=sa.func.now()))
-    return previous
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PUBLISH_LOCK})
+        for version in versions:
+            row = conn.execute(sa.select(v).where(v.c.version == version).with_for_update()).first()
+            if row is None:
+                raise EmbeddingError(f"no embedding version {version!r}")
+            if row.model_family in replaced:
+                raise EmbeddingError(f"two versions of {row.model_family} in one publish")
+            if row.status not in ("complete", "published"):
+                raise EmbeddingError(f"version {version} is {row.status}, only a complete version can be published")
+            if require_audit and row.audit_passed is not True:
+                state = "failed its audit" if row.audit_passed is False else "has not been audited"
+                raise EmbeddingError(f"version {version} {state}: it cannot be published")
+            embedded, total = coverage(conn, version)
+            if embedded != total:
+                raise EmbeddingError(f"version {version} covers {embedded} of {total} usable crops: embed the rest first")
+            previous = conn.execute(sa.select(p.c.version).where(p.c.model_family == row.model_family)).scalar()
+            if previous and previous != version:
+                conn.execute(sa.update(v).where(v.c.version == previous).values(status="complete"))
+            conn.execute(
+                pg_insert(p).values(model_family=row.model_family, version=version)
+                .on_conflict_do_update(index_elements=[p.c.model_family],
+                                       set_={"version": version, "published_at": sa.func.now()})
+            )
+            conn.execute(sa.update(v).where(v.c.version == version).values(status="published", published_at=sa.func.now()))
+            replaced[row.model_family] = previous
+    return replaced
+
+
+def latest_version(conn: sa.Connection, family: str) -> sa.Row | None:
+    """The newest complete (or published) version of ``family``: what its asset produced last."""
+    v = t.reid_embedding_versions
+    return conn.execute(sa.select(v).where(v.c.model_family == family, v.c.status.in_(("complete", "published")))
+                        .order_by(v.c.completed_at.desc().nulls_last(), v.c.created_at.desc()).limit(1)).first()
+
+
+def record_audit(engine: sa.Engine, version: str, passed: bool, audit: dict) -> None:
+    v = t.reid_embedding_versions
+    with engine.begin() as conn:
+        conn.execute(sa.update(v).where(v.c.version == version)
+                     .values(audit_passed=passed, audit=audit, audited_at=sa.func.now()))
 
 
 def published_version(conn: sa.Connection, family: str) -> str | None:

@@ -359,3 +359,60 @@ def refresh_sighting_stats(conn: sa.Connection) -> None:
         WHERE deer.id = d0.id
         """
     ))
+
+
+PROFILE_FAMILIES = ("resnet50", "multiscale", "efficientnet")
+ENSEMBLE_FAMILIES = ("multiscale", "efficientnet")
+
+
+def published_versions(conn: sa.Connection) -> dict[str, str]:
+    """{family: published version} for the families that have one."""
+    p = t.reid_published_embeddings
+    return dict(conn.execute(sa.select(p.c.model_family, p.c.version)).all())
+
+
+def rebuild_profiles(engine: sa.Engine, *, mirror_to_deer_table: bool = True
+                     ) -> tuple[dict[str, str], dict[str, ProfileReport], str | None]:
+    """Profiles of every published version, mirrored onto the deer table together."""
+    with engine.connect() as conn:
+        versions = {f: v for f, v in published_versions(conn).items() if f in PROFILE_FAMILIES}
+    if "resnet50" not in versions:
+        raise ValueError("no published resnet50 (baseline) embeddings: publish embeddings first")
+    reports = {f: build_profiles(engine, v, f, mirror_to_deer_table=False) for f, v in versions.items()}
+    set_id = mirror_profiles(engine, versions) if mirror_to_deer_table else None
+    return versions, reports, set_id
+
+
+def current_ensemble(engine: sa.Engine) -> tuple[dict[str, float], float | None] | None:
+    """({version: weight}, tuned threshold or None) of the newest ensemble search for the published
+    multi-scale and EfficientNet versions; None when there is none."""
+    with engine.connect() as conn:
+        versions = published_versions(conn)
+        if not all(f in versions for f in ENSEMBLE_FAMILIES):
+            return None
+        a, b = (versions[f] for f in ENSEMBLE_FAMILIES)
+        w = t.reid_ensemble_weights
+        row = conn.execute(sa.select(w).where(w.c.version_a == a, w.c.version_b == b)
+                           .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return {a: row.weight, b: round(1.0 - row.weight, 12)}, row.threshold
+
+
+def matcher_setup(engine: sa.Engine, method: str = "auto", threshold: float = 0.40
+                  ) -> tuple[dict[str, float], float, str]:
+    """(models, threshold, method name) the matcher runs with: the tuned ensemble when there is one
+    (its tuned threshold when it met the false-match budget, else ``threshold``), else the baseline."""
+    if method not in ("auto", "ensemble", "baseline"):
+        raise ValueError(f"method must be 'auto', 'ensemble' or 'baseline', got {method!r}")
+    tuned = current_ensemble(engine) if method != "baseline" else None
+    if method == "ensemble" and tuned is None:
+        raise ValueError("no ensemble weights for the published multi-scale/EfficientNet versions")
+    if tuned is not None:
+        models, tuned_threshold = tuned
+        return models, tuned_threshold if tuned_threshold is not None else threshold, "ensemble"
+    with engine.connect() as conn:
+        baseline = published_versions(conn).get("resnet50")
+    if baseline is None:
+        raise ValueError("no published resnet50 (baseline) embeddings to match with")
+    return {baseline: 1.0}, threshold, "baseline"

@@ -136,6 +136,9 @@ reid_embedding_versions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
     sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Column("audit_passed", sa.Boolean),
+    sa.Column("audit", JSONB),
+    sa.Column("audited_at", sa.DateTime(timezone=True)),
 )
 
 reid_embeddings = sa.Table(

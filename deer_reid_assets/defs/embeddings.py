@@ -1,15 +1,29 @@
-"""Embedding assets: one per model family, each a versioned embedding set of every usable crop."""
+"""Embedding assets, write-audit-publish.
+
+* **write**: one asset per model family embeds every usable crop into a versioned set (staging until
+  complete; new crops are added to the current version, a new model/weights/projection makes a new
+  version; old versions are kept);
+* **audit**: a blocking asset check per family compares that version with the published one;
+* **publish**: ``published_embeddings`` moves the published pointers, all families in one
+  transaction, only for versions whose audit passed. Everything downstream reads published versions.
+"""
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
+from deer_reid_assets.core import audit as audit_core
 from deer_reid_assets.core import embeddings as emb_core
 
-from .common import OWNERS, progress_logger
+from .automation import DOWNSTREAM, PUBLISH
+from .common import OWNERS, md_image, md_table, progress_logger
 from .ingest import crops
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 GROUP = "embeddings"
+FAMILIES = {"baseline_embeddings": "resnet50", "multiscale_embeddings": "multiscale",
+            "efficientnet_embeddings": "efficientnet"}
+
 
 class EmbeddingConfig(dg.Config):
     refit_projection: bool = Field(
@@ -18,8 +32,15 @@ class EmbeddingConfig(dg.Config):
     projection_sample: int = Field(default=1500, description="Crops sampled (seeded) to fit the PCA projection.")
     chunk: int = Field(default=128, description="Crops embedded and committed per chunk (resume granularity).")
 
+
+class AuditConfig(dg.Config):
+    tolerance: float = Field(default=0.02, description="Largest allowed drop in val rank-1, mAP, assignment rate.")
+    threshold: float = Field(default=0.40)
+    max_false_match_rate: float = Field(default=0.05)
+
+
 def embedding_asset(name: str, family: str, description: str, code_version: str = "1") -> dg.AssetsDefinition:
-    """An asset that embeds every usable crop with ``family`` and publishes the complete set."""
+    """An asset that embeds every usable crop with ``family`` into a (staged) embedding version."""
 
     @dg.asset(
         name=name,
@@ -29,6 +50,7 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
         owners=OWNERS,
         code_version=code_version,
         pool="gpu",
+        automation_condition=DOWNSTREAM,
         description=description,
     )
     def _embed(context: dg.AssetExecutionContext, config: EmbeddingConfig, database: DatabaseResource,
@@ -43,13 +65,8 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
         report = emb_core.embed_crops(
             engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
             seed=model_weights.seed, chunk=config.chunk, refit=config.refit_projection,
-            progress=progress_logger(context, f"{name}"),
+            progress=progress_logger(context, name),
         )
-        previous = emb_core.publish(engine, report.version)
-        if previous == report.version:
-            context.log.info(f"{name}: {report.version} stays published ({report.new_vectors} new vectors)")
-        else:
-            context.log.info(f"{name}: published {report.version} (replacing {previous or 'nothing'})")
         return dg.MaterializeResult(metadata={
             "version": report.version,
             "weights": embedder.weights.description,
@@ -60,23 +77,48 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
             "total_vectors": report.total_vectors,
             "resumed": report.resumed,
             "projection_fitted_now": report.projection_fitted,
-            "replaced_version": previous or "none",
             "seconds": round(report.seconds, 2),
             "ms_per_new_detection": round(report.per_detection_ms, 2),
             "model_forward_seconds": round(report.raw_forward_seconds, 2),
         })
 
-    return _embed
+    @dg.asset_check(asset=_embed, name="audit", blocking=True,
+                    description=f"Audit of the newest {family} version against the published one: complete, every "
+                    "crop embedded, unit-norm vectors, no regression beyond the tolerance in val rank-1 / mAP / "
+                    "assignment rate at the FMR budget; lists the assignments that would change.")
+    def _audit(config: AuditConfig, database: DatabaseResource) -> dg.AssetCheckResult:
+        engine = database.get_engine()
+        with engine.connect() as conn:
+            latest = emb_core.latest_version(conn, family)
+        if latest is None:
+            return dg.AssetCheckResult(passed=False, description=f"no complete {family} version to audit")
+        result = audit_core.audit_version(engine, latest.version, tolerance=config.tolerance,
+                                          threshold=config.threshold, max_false_match_rate=config.max_false_match_rate)
+        emb_core.record_audit(engine, latest.version, result.passed, result.to_json())
+        metadata = {
+            "version": latest.version,
+            "published_version": result.against or "none",
+            "audit": dg.MetadataValue.md(result.markdown()),
+            "assignments_that_would_change": result.changed,
+        }
+        png = audit_core.sample_image(result.sample)
+        if png:
+            metadata["changed_assignments_sample"] = md_image(png, "detection | assigned now | would be")
+        return dg.AssetCheckResult(passed=result.passed, metadata=metadata,
+                                   severity=dg.AssetCheckSeverity.ERROR)
 
-baseline_embeddings = embedding_asset(
+    return _embed, _audit
+
+
+baseline_embeddings, baseline_audit = embedding_asset(
     "baseline_embeddings",
     "resnet50",
     "The existing system's model: ResNet50, global-average-pooled final layer (2048) -> 512 by a PCA projection "
     "fitted on a seeded sample of the crops (a versioned artefact), L2-normalised. One vector per usable crop, "
-    "stored under an embedding version that names model, weights, projection and image size; published when complete.",
+    "stored under an embedding version that names model, weights, projection and image size (staged until published).",
 )
 
-multiscale_embeddings = embedding_asset(
+multiscale_embeddings, multiscale_audit = embedding_asset(
     "multiscale_embeddings",
     "multiscale",
     "Multi-scale ResNet50: features after layers 1-4 (256+512+1024+2048 channels) from ONE forward pass, each "
@@ -85,10 +127,55 @@ multiscale_embeddings = embedding_asset(
     "deer.feature_vector_multiscale.",
 )
 
-efficientnet_embeddings = embedding_asset(
+efficientnet_embeddings, efficientnet_audit = embedding_asset(
     "efficientnet_embeddings",
     "efficientnet",
     "EfficientNet-B0 (efficientnet_pytorch: from_pretrained weights when cached, else from_name with seeded init, "
     "or a checkpoint), pooled features (1280) -> 512 by a fitted PCA projection (saved artefact), L2-normalised. "
     "Profiles go to deer.feature_vector_efficientnet.",
 )
+
+EMBEDDING_ASSETS = [baseline_embeddings, multiscale_embeddings, efficientnet_embeddings]
+EMBEDDING_CHECKS = [baseline_audit, multiscale_audit, efficientnet_audit]
+
+
+@dg.asset(
+    deps=EMBEDDING_ASSETS,
+    group_name=GROUP,
+    kinds={"postgres"},
+    owners=OWNERS,
+    code_version="1",
+    automation_condition=PUBLISH,
+    description="The published embedding version of each model family. Moves every family whose newest version "
+    "passed its audit onto that version, all in one transaction; a version that failed or was never audited is "
+    "refused and the published one stays. Old versions are kept (`deer-reid embeddings rollback VERSION`).",
+)
+def published_embeddings(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    rows, to_publish = [], []
+    with engine.connect() as conn:
+        for family in FAMILIES.values():
+            latest = emb_core.latest_version(conn, family)
+            current = emb_core.published_version(conn, family)
+            if latest is None:
+                rows.append({"family": family, "published": current or "none", "newest": "none", "action": "nothing to publish"})
+            elif latest.audit_passed is not True:
+                state = "failed its audit" if latest.audit_passed is False else "not audited"
+                rows.append({"family": family, "published": current or "none", "newest": latest.version,
+                             "action": f"kept: newest {state}"})
+            elif latest.version == current:
+                rows.append({"family": family, "published": current, "newest": latest.version, "action": "already published"})
+            else:
+                to_publish.append(latest.version)
+                rows.append({"family": family, "published": latest.version, "newest": latest.version,
+                             "action": f"published (was {current or 'none'})"})
+    if to_publish:
+        emb_core.publish(engine, to_publish)
+        context.log.info(f"published {', '.join(to_publish)}")
+    if not any(r["published"] != "none" for r in rows):
+        raise dg.Failure("no embedding version has passed its audit yet: nothing is published")
+    return dg.MaterializeResult(metadata={
+        "published": dg.MetadataValue.json({r["family"]: r["published"] for r in rows}),
+        "changed": len(to_publish),
+        "publish": md_table(pd.DataFrame(rows)),
+    })

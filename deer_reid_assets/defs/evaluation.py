@@ -11,8 +11,11 @@ from deer_reid_assets.core.metrics import compare_reports
 from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
 
 from .common import OWNERS, md_image, md_table
-from .embeddings import baseline_embeddings
-from .matching import BASELINE, ENSEMBLE, current_ensemble, deer_assignments, ensemble_weights, published
+from deer_reid_assets.core.matching import ENSEMBLE_FAMILIES, current_ensemble
+
+from .automation import DOWNSTREAM
+from .embeddings import published_embeddings
+from .matching import deer_assignments, ensemble_weights, published
 from .resources import DatabaseResource, ImageStoreResource
 
 GROUP = "evaluation"
@@ -58,6 +61,7 @@ class EvaluationConfig(dg.Config):
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="1",
+    automation_condition=DOWNSTREAM,
     description="Re-ID evaluation of the published baseline embeddings: assignment rate, false-match rate, rank-1, "
     "mAP, the threshold sweep and the best threshold at FMR <= 5%, on a seeded identity-aware split with held-out "
     "individuals; plus what deer_assignments actually wrote, scored against hidden ground truth. JSON + plot.",
@@ -65,7 +69,7 @@ class EvaluationConfig(dg.Config):
 def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, database: DatabaseResource,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    version = published(engine, BASELINE)
+    version = published(engine, "resnet50")
     reports = {
         query_set: evaluation.evaluate_version(engine, version, threshold=config.threshold, query_set=query_set,
                                                seed=config.split_seed, max_false_match_rate=config.max_false_match_rate)
@@ -106,11 +110,12 @@ class ReportConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[baseline_embeddings, ensemble_weights],
+    deps=[published_embeddings, ensemble_weights],
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="1",
+    automation_condition=DOWNSTREAM,
     description="Before/after report (the roadmap's validate_embeddings): baseline ResNet50, multi-scale ResNet50 "
     "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble and the tuned ensemble, on the same test queries "
     "of the same seeded split: assignment rate, false-match rate, rank-1, mAP, best threshold under the budget and "
@@ -119,8 +124,8 @@ class ReportConfig(dg.Config):
 def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
                      image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    baseline = published(engine, BASELINE)
-    version_a, version_b = (published(engine, f) for f in ENSEMBLE)
+    baseline = published(engine, "resnet50")
+    version_a, version_b = (published(engine, f) for f in ENSEMBLE_FAMILIES)
     tuned = current_ensemble(engine)
     if tuned is None:
         raise dg.Failure("no ensemble weights for the published versions: materialize ensemble_weights first")

@@ -11,6 +11,7 @@ from pydantic import Field
 from deer_reid_assets.core import crops as crops_core
 from deer_reid_assets.core import detector, ingest
 
+from .automation import DOWNSTREAM
 from .common import OWNERS, md_table, progress_logger
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource
 
@@ -72,6 +73,7 @@ class DetectionsConfig(dg.Config):
     owners=OWNERS,
     code_version="1",
     pool="gpu",
+    automation_condition=DOWNSTREAM,
     description="Deer detections of every photo. Photos that came with a sidecar already have theirs; photos without "
     "one are run through an ultralytics YOLO detector when `detector_weights` is configured.",
 )
@@ -107,6 +109,7 @@ def detections(context: dg.AssetExecutionContext, config: DetectionsConfig, data
     kinds={"python", "postgres"},
     owners=OWNERS,
     code_version=crops_core.CROP_VERSION,
+    automation_condition=DOWNSTREAM,
     description="One crop per detection in the image store (box clamped to the photo). Malformed, zero-area, "
     "outside or tiny boxes and unreadable photos are rejected with the reason recorded; the batch goes on.",
 )

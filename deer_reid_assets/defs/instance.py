@@ -13,7 +13,7 @@ from .resources import GPU_POOL
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def prepare_dagster_home(app_url: str) -> Path:
+def prepare_dagster_home(app_url: str, *, write_env_file: bool = True) -> Path:
     """Point DAGSTER_HOME at ``$DEER_REID_HOME/dagster_home`` with the project's dagster.yaml, and
     DAGSTER_PG_URL at the database ``dagster`` beside the application data. Also writes a ``.env``
     into the repository root so plain `dagster dev` / `dagster definitions validate` run there
@@ -25,6 +25,8 @@ def prepare_dagster_home(app_url: str) -> Path:
     db.ensure_database(storage_url, db.DAGSTER_DATABASE)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["DAGSTER_PG_URL"] = storage_url
+    if not write_env_file:
+        return home
     env_lines = [
         "# Written by deer-reid (db start / demo / serve): the Dagster instance of this checkout.",
         f"DAGSTER_HOME={home}",

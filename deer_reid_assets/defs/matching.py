@@ -6,25 +6,23 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from deer_reid_assets.core import embeddings as emb_core
 from deer_reid_assets.core import evaluation, matching
 from deer_reid_assets.core import schema as t
 from deer_reid_assets.core.plots import ensemble_curve_plot
 
+from .automation import DOWNSTREAM
 from .common import OWNERS, md_image, md_table
-from .embeddings import baseline_embeddings, efficientnet_embeddings, multiscale_embeddings
+from .embeddings import published_embeddings
 from .resources import DatabaseResource
 
 GROUP = "matching"
-BASELINE = "resnet50"
-ENSEMBLE = ("multiscale", "efficientnet")
 
 
-def published(engine, family: str, required: bool = True) -> str | None:
+def published(engine, family: str) -> str:
     with engine.connect() as conn:
-        version = emb_core.published_version(conn, family)
-    if version is None and required:
-        raise dg.Failure(f"no published {family} embeddings: materialize its embedding asset first")
+        version = matching.published_versions(conn).get(family)
+    if version is None:
+        raise dg.Failure(f"no published {family} embeddings: materialize its embedding asset and published_embeddings")
     return version
 
 
@@ -35,11 +33,12 @@ class ProfilesConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[baseline_embeddings, multiscale_embeddings, efficientnet_embeddings],
+    deps=[published_embeddings],
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="2",
+    automation_condition=DOWNSTREAM,
     description="One prototype per deer and model: the L2-normalised mean embedding of its labelled "
     "(human-reviewed) detections, for every published embedding version (reid_deer_profiles), mirrored onto "
     "deer.feature_vector / _multiscale / _efficientnet with deer.embedding_version naming what produced them. "
@@ -48,18 +47,19 @@ class ProfilesConfig(dg.Config):
 def deer_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
                   database: DatabaseResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    versions = {f: v for f in (BASELINE, *ENSEMBLE) if (v := published(engine, f, required=f == BASELINE))}
-    reports = {f: matching.build_profiles(engine, v, f, mirror_to_deer_table=False) for f, v in versions.items()}
-    set_id = matching.mirror_profiles(engine, versions) if config.mirror_to_deer_table else "not mirrored"
-    base = reports[BASELINE]
+    try:
+        versions, reports, set_id = matching.rebuild_profiles(engine, mirror_to_deer_table=config.mirror_to_deer_table)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    base = reports["resnet50"]
     with engine.connect() as conn:
         sizes = pd.DataFrame(conn.execute(sa.text(
             """SELECT dr.name, dr.sex::text AS sex, p.n_detections FROM reid_deer_profiles p
                JOIN deer dr ON dr.id = p.deer_id WHERE p.version = :v ORDER BY p.n_detections DESC, dr.name"""),
-            {"v": versions[BASELINE]}).all(), columns=["deer", "sex", "labelled_detections"])
+            {"v": versions["resnet50"]}).all(), columns=["deer", "sex", "labelled_detections"])
     return dg.MaterializeResult(metadata={
         "embedding_versions": dg.MetadataValue.json(versions),
-        "deer_embedding_version": set_id,
+        "deer_embedding_version": set_id or "not mirrored",
         "profiles": base.profiles,
         "labelled_detections": base.labelled_detections,
         "deer_with_labels_but_no_embedding": base.deer_without_embeddings,
@@ -74,11 +74,12 @@ class EnsembleWeightsConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[multiscale_embeddings, efficientnet_embeddings],
+    deps=[published_embeddings],
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="1",
+    automation_condition=DOWNSTREAM,
     description="Ensemble similarity = w x multi-scale + (1 - w) x EfficientNet. Searches w in 0..1 (step 0.05) and "
     "the threshold on the validation queries of the seeded split to maximise the assignment rate with false-match "
     "rate <= budget; stores the choice with the searched curve (reid_ensemble_weights) beside the roadmap's 0.6/0.4. "
@@ -87,7 +88,7 @@ class EnsembleWeightsConfig(dg.Config):
 def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    version_a, version_b = (published(engine, f) for f in ENSEMBLE)
+    version_a, version_b = (published(engine, f) for f in matching.ENSEMBLE_FAMILIES)
     choice = evaluation.tune_ensemble(engine, version_a, version_b, max_false_match_rate=config.max_false_match_rate,
                                       seed=config.split_seed)
     with engine.begin() as conn:
@@ -111,20 +112,6 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
     })
 
 
-def current_ensemble(engine) -> tuple[dict[str, float], float | None] | None:
-    """{version: weight} and threshold of the newest ensemble search for the published versions."""
-    version_a, version_b = (published(engine, f, required=False) for f in ENSEMBLE)
-    if version_a is None or version_b is None:
-        return None
-    w = t.reid_ensemble_weights
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(w).where(w.c.version_a == version_a, w.c.version_b == version_b)
-                           .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
-    if row is None:
-        return None
-    return {version_a: row.weight, version_b: round(1.0 - row.weight, 10)}, row.threshold
-
-
 class AssignmentConfig(dg.Config):
     threshold: float = Field(default=0.40, description="Operating threshold when no tuned threshold applies.")
     top_k: int = Field(default=5, description="Candidates retrieved per detection and model.")
@@ -138,6 +125,7 @@ class AssignmentConfig(dg.Config):
     kinds={"postgres"},
     owners=OWNERS,
     code_version="2",
+    automation_condition=DOWNSTREAM,
     description="Every unreviewed detection matched to its nearest profile of a compatible sex. Candidates come from "
     "pgvector (cosine top-k per model); with the tuned ensemble the combined similarity is computed exactly and a "
     "bound check re-scores against all profiles when the top-k could miss the best. Assigned when similarity >= "
@@ -146,18 +134,11 @@ class AssignmentConfig(dg.Config):
 )
 def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
-    if config.method not in ("auto", "ensemble", "baseline"):
-        raise dg.Failure(f"method must be 'auto', 'ensemble' or 'baseline', got {config.method!r}")
     engine = database.get_engine()
-    tuned = current_ensemble(engine) if config.method != "baseline" else None
-    if config.method == "ensemble" and tuned is None:
-        raise dg.Failure("no ensemble weights for the published multi-scale/EfficientNet versions: materialize ensemble_weights")
-    if tuned is not None:
-        models, tuned_threshold = tuned
-        threshold = tuned_threshold if tuned_threshold is not None else config.threshold
-        method = "ensemble"
-    else:
-        models, threshold, method = {published(engine, BASELINE): 1.0}, config.threshold, "baseline"
+    try:
+        models, threshold, method = matching.matcher_setup(engine, config.method, config.threshold)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     report = matching.assign_detections(engine, models, threshold=threshold, top_k=config.top_k, method=method,
                                         run_id=context.run_id)
     context.log.info(f"{method}: assigned {report.assigned}/{report.considered} detections "

@@ -1,0 +1,177 @@
+"""The audit of a staged embedding version, before it may replace the published one.
+
+Checks, each reported with what it measured:
+
+* **complete**: the version finished (every chunk written);
+* **coverage**: every usable crop has a vector in it;
+* **finite, unit norm**: every stored vector has norm 1 (pgvector's ``vector_norm``);
+* **no regression**: on the validation queries of the stored split, rank-1, mAP and the assignment
+  rate at FMR <= budget are not worse than the published version's by more than ``tolerance``
+  (passes trivially when nothing of the family is published yet, or it *is* the published one).
+
+It also says which assignments would change if the version replaced the published one (a count
+and a sample of crops: the detection, an example of the deer it is assigned now, and of the deer
+it would be assigned), so a person can judge before anything is published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from . import metrics
+from .embeddings import coverage, load_embeddings, published_version
+from .evaluation import labelled_matrices
+
+REGRESSION_METRICS = ("rank1", "mAP", "best_assignment_rate")
+
+
+@dataclass
+class AuditResult:
+    version: str
+    family: str
+    against: str | None
+    checks: list[dict] = field(default_factory=list)  # {"check", "passed", "detail"}
+    comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
+    changed: int = 0
+    compared: int = 0
+    sample: list[dict] = field(default_factory=list)  # {"detection", "crop", "now", "now_crop", "then", "then_crop"}
+
+    @property
+    def passed(self) -> bool:
+        return all(c["passed"] for c in self.checks)
+
+    def markdown(self) -> str:
+        lines = [f"**{self.version}** ({self.family}) against published **{self.against or 'nothing'}**: "
+                 + ("PASSED" if self.passed else "FAILED"), "", "| check | result | detail |", "| --- | --- | --- |"]
+        lines += [f"| {c['check']} | {'pass' if c['passed'] else 'FAIL'} | {c['detail']} |" for c in self.checks]
+        if not self.comparison.empty:
+            lines += ["", self.comparison.to_markdown(index=False, floatfmt=".3f")]
+        lines += ["", f"Assignments that would change: **{self.changed}** of {self.compared} unreviewed detections."]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "family": self.family, "against": self.against, "passed": self.passed,
+                "checks": self.checks, "comparison": self.comparison.to_dict(orient="records"),
+                "changed": self.changed, "compared": self.compared, "sample": self.sample}
+
+
+def _norm_violations(conn: sa.Connection, version: str) -> int:
+    return conn.execute(sa.text(
+        "SELECT count(*) FROM reid_embeddings WHERE version = :v AND NOT (abs(vector_norm(embedding) - 1) <= 1e-3)"
+    ), {"v": version}).scalar()
+
+
+def _val_summary(engine: sa.Engine, version: str, threshold: float, max_fmr: float, seed: int) -> dict:
+    subset, (matrix,), split = labelled_matrices(engine, [version], seed=seed)
+    report = metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+                              threshold=threshold, query_set="val", max_false_match_rate=max_fmr)
+    summary = report.summary()
+    summary["best_assignment_rate"] = summary["best_assignment_rate"] or 0.0
+    return summary
+
+
+def audit_version(engine: sa.Engine, version: str, *, tolerance: float = 0.02, threshold: float = 0.40,
+                  max_false_match_rate: float = 0.05, seed: int = 0, sample_size: int = 6) -> AuditResult:
+    """Audit ``version`` against the published version of its family (see the module docstring)."""
+    v = sa.table("reid_embedding_versions", sa.column("version"), sa.column("model_family"), sa.column("status"))
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(v.c.model_family, v.c.status).where(v.c.version == version)).first()
+        if row is None:
+            raise ValueError(f"no embedding version {version!r}")
+        family, status = row
+        against = published_version(conn, family)
+        embedded, total = coverage(conn, version)
+        bad_norms = _norm_violations(conn, version)
+    result = AuditResult(version=version, family=family, against=against)
+    result.checks.append({"check": "complete", "passed": status in ("complete", "published"), "detail": status})
+    result.checks.append({"check": "coverage", "passed": embedded == total and total > 0,
+                          "detail": f"{embedded} of {total} usable crops embedded"})
+    result.checks.append({"check": "finite, unit norm", "passed": bad_norms == 0,
+                          "detail": f"{bad_norms} vectors off unit norm"})
+    if against is None or against == version:
+        result.checks.append({"check": "no regression", "passed": True,
+                              "detail": "nothing else published to compare with" if against is None
+                              else "this is the published version"})
+        return result
+    candidate = _val_summary(engine, version, threshold, max_false_match_rate, seed)
+    current = _val_summary(engine, against, threshold, max_false_match_rate, seed)
+    rows = []
+    for key in REGRESSION_METRICS:
+        delta = candidate[key] - current[key]
+        rows.append({"metric (val queries)": key, "candidate": candidate[key], "published": current[key],
+                     "delta": delta, "ok": delta >= -tolerance})
+    result.comparison = pd.DataFrame(rows)
+    worse = [r["metric (val queries)"] for r in rows if not r["ok"]]
+    result.checks.append({"check": "no regression", "passed": not worse,
+                          "detail": f"worse by more than {tolerance} in {', '.join(worse)}" if worse
+                          else f"within {tolerance} of the published version on every metric"})
+    result.changed, result.compared, result.sample = _would_change(engine, version, against, threshold, sample_size)
+    return result
+
+
+def _assign_in_memory(conn: sa.Connection, version: str, threshold: float) -> dict[str, str | None]:
+    """What the single-model matcher would assign with ``version`` (profiles from the labels)."""
+    ids, vectors = load_embeddings(conn, version)
+    rows = conn.execute(sa.text(
+        """SELECT d.id::text, d.deer_id::text, d.is_reviewed, COALESCE(d.corrected_classification, d.classification, 'unknown'),
+                  dr.sex::text FROM detections d LEFT JOIN deer dr ON dr.id = d.deer_id WHERE d.is_valid IS NOT FALSE""")).all()
+    info = {r[0]: r for r in rows}
+    index = {d: i for i, d in enumerate(ids)}
+    labelled = [d for d in ids if info.get(d) and info[d][2] and info[d][1]]
+    queries = [d for d in ids if info.get(d) and not info[d][2]]
+    if not labelled or not queries:
+        return {d: None for d in queries}
+    profiles = metrics.build_profiles(vectors[[index[d] for d in labelled]], [info[d][1] for d in labelled],
+                                      [info[d][4] or "unknown" for d in labelled])
+    matches = metrics.match_to_profiles(vectors[[index[d] for d in queries]], profiles, [info[d][3] for d in queries])
+    return {d: (name if sim is not None and np.isfinite(sim) and sim >= threshold else None)
+            for d, name, sim in zip(queries, matches.best_name, matches.best_similarity)}
+
+
+def _would_change(engine: sa.Engine, version: str, against: str, threshold: float, sample_size: int):
+    with engine.connect() as conn:
+        new, old = _assign_in_memory(conn, version, threshold), _assign_in_memory(conn, against, threshold)
+        crops = dict(conn.execute(sa.text("SELECT detection_id::text, path FROM reid_crops WHERE status = 'ok'")).all())
+        example = dict(conn.execute(sa.text(
+            """SELECT DISTINCT ON (d.deer_id) d.deer_id::text, c.path FROM detections d
+               JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
+               WHERE d.is_reviewed AND d.deer_id IS NOT NULL ORDER BY d.deer_id, d.id""")).all())
+        names = dict(conn.execute(sa.text("SELECT id::text, name FROM deer")).all())
+    common = [d for d in new if d in old]
+    changed = sorted(d for d in common if new[d] != old[d])
+    sample = [{"detection": d, "crop": crops.get(d), "now": names.get(old[d]) if old[d] else None,
+               "now_crop": example.get(old[d]) if old[d] else None,
+               "then": names.get(new[d]) if new[d] else None, "then_crop": example.get(new[d]) if new[d] else None}
+              for d in changed[:sample_size]]
+    return len(changed), len(common), sample
+
+
+def sample_image(sample: list[dict], size: int = 96) -> bytes | None:
+    """Rows of crops side by side: the detection | the deer it is assigned now | the deer it would be."""
+    if not sample:
+        return None
+    import io
+
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", (3 * size + 20, len(sample) * (size + 16) + 16), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(("detection", "assigned now", "would be")):
+        draw.text((col * (size + 10) + 2, 2), title, fill="black")
+    for row, item in enumerate(sample):
+        y = 16 + row * (size + 16)
+        for col, (path, label) in enumerate(((item["crop"], ""), (item["now_crop"], item["now"] or "unassigned"),
+                                             (item["then_crop"], item["then"] or "unassigned"))):
+            x = col * (size + 10)
+            if path and Path(path).is_file():
+                with Image.open(path) as img:
+                    sheet.paste(img.convert("RGB").resize((size, size)), (x, y))
+            draw.text((x + 2, y + size + 1), label[:16], fill="black")
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
