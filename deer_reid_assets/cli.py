@@ -173,15 +173,17 @@ def _instance(app_url: str, *, write_env_file: bool = True):
     return instance
 
 
-def materialize_all(run_config: dict, resources: dict, instance, selection: list[str] | None = None) -> dict:
-    """Materialize the asset graph (or ``selection``) in-process; returns each asset's metadata."""
+def materialize_all(run_config: dict, resources: dict, instance, partition: str) -> dict:
+    """Materialize the whole asset graph in-process, camera_images as upload batch ``partition``;
+    returns each asset's metadata."""
     import dagster as dg
 
     from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
+    from deer_reid_assets.defs.ingest import upload_batches
 
-    assets = [a for a in ALL_ASSETS if selection is None or a.key.to_user_string() in selection]
-    result = dg.materialize([*assets, *ALL_CHECKS], run_config=run_config, resources=resources, instance=instance,
-                            raise_on_error=False)
+    instance.add_dynamic_partitions(upload_batches.name, [partition])
+    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], run_config=run_config, resources=resources,
+                            instance=instance, partition_key=partition, raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
         message = failed[0].event_specific_data.error.message.strip().splitlines()[-1] if failed else "run failed"
@@ -227,7 +229,8 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     resources["image_store"] = ImageStoreResource(upload_dir=str(data))
     resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
     step("materializing the asset graph (camera_images -> ... -> embedding_report)")
-    metadata = materialize_all({"loggers": {"console": {"config": {"log_level": "INFO"}}}}, resources, instance)
+    metadata = materialize_all({"loggers": {"console": {"config": {"log_level": "INFO"}}}}, resources, instance,
+                               partition="demo")
     emb = metadata["baseline_embeddings"]
     click.echo(f"      weights used: {emb['weights'].value}")
     step("metrics")

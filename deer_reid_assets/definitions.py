@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching
+from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, sensors
 from deer_reid_assets.defs.resources import (
     ComputeResource,
     DatabaseResource,
@@ -53,7 +53,7 @@ def default_resources() -> dict:
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[reid_pipeline_job],
-    sensors=[automation.automation_sensor],
+    jobs=[reid_pipeline_job, sensors.ingest_upload_job],
+    sensors=[automation.automation_sensor, sensors.camera_upload_sensor],
     resources=default_resources(),
 )

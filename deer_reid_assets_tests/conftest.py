@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from deer_reid_assets.core import db, migrations
 
@@ -57,3 +56,4 @@ def reid_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("DEER_REID_HOME", str(home))
     return home
+

@@ -8,6 +8,7 @@ import pytest
 from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs import embeddings
+from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 AFTER_PUBLISH = {"published_embeddings", "ensemble_weights", "deer_profiles", "deer_assignments",
@@ -25,7 +26,7 @@ def world(engine, tmp_path):
         "model_weights": ModelWeightsResource(weights="random", seed=0, image_size=48),
     }
     with dg.instance_for_test() as instance:
-        assert dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance).success
+        assert run_pipeline(resources, instance=instance).success
         defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, resources=resources)
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)

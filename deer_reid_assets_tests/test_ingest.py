@@ -343,8 +343,19 @@ def test_unlisted_photos_come_in_as_pending(engine, tmp_path):
             sa.select(t.images.c.filename, t.images.c.processing_status, t.locations.c.name)
             .join(t.locations, t.locations.c.id == t.images.c.location_id)
         ).all()
+    # unlisted photos belong to their top-level camera folder, as in the upload folder
     assert sorted(tuple(r) for r in rows) == [("a.png", "completed", "cam01"), ("b.png", "pending", "camX"),
-                                               ("c.jpg", "pending", "deeper")]
+                                               ("c.jpg", "pending", "camX")]
+
+
+def test_only_the_given_files_are_imported(engine, tmp_path):
+    root = tmp_path / "photos"
+    for i in range(3):
+        _noise_image(root / "cam07" / f"{i}.png", i)
+    report = import_sidecar_folder(engine, root, files=["cam07/1.png"])
+    assert (report.images_new, report.images_pending_detection) == (1, 1)
+    with pytest.raises(SidecarError, match="must be a path inside the folder"):
+        import_sidecar_folder(engine, root, files=["../escape.png"])
 
 
 def test_folder_without_sidecar_imports_everything_as_pending(engine, tmp_path):

@@ -18,6 +18,7 @@ from deer_reid_assets.core import embeddings as emb_core
 from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs import embeddings
+from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 
@@ -33,7 +34,7 @@ def _resources(engine, tmp_path, seed=0):
 @pytest.fixture
 def world(engine, tmp_path, reid_home):
     generate_dataset(tmp_path / "data", SyntheticConfig(n_images=30, n_bucks=4, n_does=2, seed=9))
-    assert dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=_resources(engine, tmp_path)).success
+    assert run_pipeline(_resources(engine, tmp_path)).success
     return engine, tmp_path
 
 
@@ -72,7 +73,7 @@ def test_rollback_restores_previous_assignments_exactly(world):
     engine, tmp_path = world
     first_versions, first = _published(engine), _assignments(engine)
     assert any(first.values())
-    run = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=_resources(engine, tmp_path, seed=3),
+    run = run_pipeline(_resources(engine, tmp_path, seed=3),
                          run_config={"ops": {f"{n}_audit": {"config": {"tolerance": 1.0}}
                                              for n in ("baseline_embeddings", "multiscale_embeddings",
                                                        "efficientnet_embeddings")}})
@@ -96,7 +97,7 @@ def test_a_run_killed_mid_embedding_publishes_nothing_and_resumes(engine, tmp_pa
     resources = _resources(engine, tmp_path)
     from deer_reid_assets.defs.ingest import camera_images, crops, detections
 
-    assert dg.materialize([camera_images, detections, crops], resources=resources).success
+    assert run_pipeline(resources, assets=[camera_images, detections, crops]).success
     url = engine.url.render_as_string(hide_password=False)
     env = {**os.environ, "DATABASE_URL": url, "DEER_REID_HOME": str(reid_home)}
     cmd = [sys.executable, "-m", "deer_reid_assets.cli", "embed", "--model", "efficientnet", "--weights", "random",

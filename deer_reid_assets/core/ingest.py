@@ -215,11 +215,12 @@ Progress = Callable[[int, int], None]
 
 
 def import_sidecar_folder(engine: sa.Engine, root: Path, *, batch: str | None = None,
-                          ground_truth: Path | None = None, progress: Progress | None = None,
-                          chunk: int = 100) -> ImportReport:
+                          ground_truth: Path | None = None, files: list[str] | None = None,
+                          progress: Progress | None = None, chunk: int = 100) -> ImportReport:
     """Import the photos, detections, labels (and optional ground truth) described by
-    ``root/detections.json``, and any other photo under ``root`` as pending detection. Photos
-    already imported (same bytes) are skipped with their detections."""
+    ``root/detections.json``, and any other photo under ``root`` as pending detection. With
+    ``files`` (paths relative to ``root``, e.g. an upload batch), only those photos. Photos already
+    imported (same bytes) are skipped with their detections."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise SidecarError(f"{root}: image folder not found")
@@ -228,13 +229,29 @@ def import_sidecar_folder(engine: sa.Engine, root: Path, *, batch: str | None = 
     truth = load_ground_truth_file(ground_truth) if ground_truth else {}
     cameras = {c["name"]: c for c in sidecar.get("cameras", []) if isinstance(c, dict) and "name" in c}
     report = ImportReport(batch=batch or f"import-{root.name}")
-    entries = list(sidecar["images"])
+    by_path = {str((root / e["file"]).resolve()): e for e in sidecar["images"]}
+    if files is None:
+        candidates = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        entries = list(sidecar["images"])
+    else:
+        for name in files:
+            _check_relative(name, f"files entry {name!r}")
+        candidates = [root / name for name in files]
+        entries = []
+    # Photos the sidecar does not list come in without detections ('pending'): the `detections`
+    # step runs a detector on them when one is configured.
     listed = {str((root / e["file"]).resolve()) for e in entries}
-    # Photos in the folder that the sidecar does not list come in without detections ('pending'):
-    # the `detections` step runs a detector on them when one is configured.
-    for file in sorted(root.rglob("*")):
-        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file() and str(file.resolve()) not in listed:
-            entries.append({"file": str(file.relative_to(root)), "camera": file.parent.name, "pending": True})
+    for file in candidates:
+        key = str(file.resolve())
+        if key in listed:
+            continue
+        if key in by_path:
+            entries.append(by_path[key])
+        else:
+            relative = file.relative_to(root)
+            camera = relative.parts[0] if len(relative.parts) > 1 else None
+            entries.append({"file": str(relative), "camera": camera, "pending": True})
+        listed.add(key)
     loc_cache: dict[str, str] = {}
     for start in range(0, len(entries), chunk):
         with engine.begin() as conn:  # one transaction per chunk: a failure loses nothing already committed
@@ -365,7 +382,3 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
         if progress:
             progress(min(start + chunk, len(files)), len(files))
     return report
-
-
-def import_batch_name(prefix: str) -> str:
-    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"

@@ -10,7 +10,7 @@ from deer_reid_assets.core import evaluation
 from deer_reid_assets.core.metrics import compare_reports
 from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
 
-from .common import OWNERS, md_image, md_table
+from .common import OWNERS, md_image
 from deer_reid_assets.core.matching import ENSEMBLE_FAMILIES, current_ensemble
 
 from .automation import DOWNSTREAM
@@ -143,10 +143,10 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
                "reports": {name: json.loads(r.to_json()) for name, r in reports.items()}}
     (out / "embedding_report.json").write_text(json.dumps(payload, indent=2))
     evaluation.save_evaluation(engine, "embedding_report", payload["versions"], {"rows": payload["rows"]}, payload)
-    shown = table.rename(columns={"mean_true_match_similarity_change_pct": "true-match sim change %"}).astype(object)
-    shown = shown.where(shown.notna(), "n/a")
+    shown = table.rename(columns={"mean_true_match_similarity_change_pct": "true-match sim change %"}).map(
+        lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else v))
     return dg.MaterializeResult(metadata={
-        "comparison": md_table(shown),
+        "comparison": dg.MetadataValue.md(shown.to_markdown(index=False)),
         "plot": md_image(png, "assignment rate vs false-match rate per model"),
         "json": dg.MetadataValue.path(str(out / "embedding_report.json")),
         **{f"{name}: test rank-1": dg.MetadataValue.float(r.retrieval["rank1"]) for name, r in reports.items()},

@@ -17,9 +17,17 @@ from .resources import ComputeResource, DatabaseResource, ImageStoreResource
 
 GROUP = "ingest"
 
+upload_batches = dg.DynamicPartitionsDefinition(name="upload_batches")
+"""One partition per batch of photos: camera x capture day from the upload sensor (e.g. ``cam01__2026-10-03``),
+or a name given to a manual import (``deer-reid demo`` uses ``demo``)."""
+
+
 class CameraImagesConfig(dg.Config):
     source_dir: Optional[str] = Field(
         default=None, description="Folder of camera photos with an optional detections.json; unset = the upload folder."
+    )
+    files: Optional[list[str]] = Field(
+        default=None, description="Only these photos (paths relative to source_dir), as the upload sensor sends them."
     )
     ground_truth: Optional[str] = Field(
         default=None, description="Hidden-truth file for evaluation; unset = <source_dir>/ground_truth.json if present."
@@ -30,6 +38,7 @@ class CameraImagesConfig(dg.Config):
     kinds={"python", "postgres"},
     owners=OWNERS,
     code_version="1",
+    partitions_def=upload_batches,
     description="Camera photos imported into `images` (identified by content hash: re-importing a file does nothing), "
     "with the detections, human labels and hidden ground truth of their detections.json sidecar. "
     "Unreadable photos are recorded as failed with the reason.",
@@ -39,8 +48,8 @@ def camera_images(context: dg.AssetExecutionContext, config: CameraImagesConfig,
     source = Path(config.source_dir).resolve() if config.source_dir else image_store.uploads
     truth = Path(config.ground_truth) if config.ground_truth else source / "ground_truth.json"
     report = ingest.import_sidecar_folder(
-        database.get_engine(), source, ground_truth=truth if truth.exists() else None,
-        batch=ingest.import_batch_name(source.name), progress=progress_logger(context, "photos"),
+        database.get_engine(), source, ground_truth=truth if truth.exists() else None, files=config.files,
+        batch=context.partition_key, progress=progress_logger(context, "photos"),
     )
     for path, reason in report.failures[:20]:
         context.log.warning(f"photo rejected: {path}: {reason}")
