@@ -106,5 +106,7 @@ def test_rerun_is_incremental_and_keeps_the_published_version(engine, tiny_world
     assert again["crops"]["new_crops"] == 0
     assert again["baseline_embeddings"]["new_vectors"] == 0
     assert again["baseline_embeddings"]["projection_fitted_now"] is False
+    assert "reused_search" in again["ensemble_weights"]  # same versions and labels: no second search
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM reid_embedding_versions")).scalar() == 3
+        assert conn.execute(sa.text("SELECT count(*) FROM reid_ensemble_weights")).scalar() == 1

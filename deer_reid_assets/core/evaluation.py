@@ -13,6 +13,7 @@ Two views, both computed, never typed in:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,15 @@ def labelled_set(conn: sa.Connection) -> LabelledSet:
         """
     )).all()
     return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def labelled_fingerprint(conn: sa.Connection) -> str:
+    """A digest of the labelled set (detections and identities): what a tuned result depends on."""
+    labelled = labelled_set(conn)
+    digest = hashlib.sha256()
+    for det, identity in zip(labelled.detection_ids, labelled.identities):
+        digest.update(f"{det}={identity};".encode())
+    return digest.hexdigest()[:16]
 
 
 def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "default", seed: int = 0,

@@ -71,6 +71,7 @@ def deer_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
 class EnsembleWeightsConfig(dg.Config):
     max_false_match_rate: float = Field(default=0.05, description="False-match budget of the search.")
     split_seed: int = Field(default=0, description="Seed of the identity-aware split (val queries are searched).")
+    search_again: bool = Field(default=False, description="Search even when the same versions and labels were searched.")
 
 
 @dg.asset(
@@ -89,12 +90,31 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
                      database: DatabaseResource) -> dg.MaterializeResult:
     engine = database.get_engine()
     version_a, version_b = (published(engine, f) for f in matching.ENSEMBLE_FAMILIES)
+    with engine.connect() as conn:
+        fingerprint = evaluation.labelled_fingerprint(conn)
+        w = t.reid_ensemble_weights
+        done = conn.execute(sa.select(w).where(
+            w.c.version_a == version_a, w.c.version_b == version_b,
+            w.c.max_false_match_rate == config.max_false_match_rate,
+            w.c.search["labelled_fingerprint"].astext == fingerprint,
+            w.c.search["split_seed"].astext == str(config.split_seed),
+        ).order_by(w.c.id.desc()).limit(1)).first()
+    if done is not None and not config.search_again:
+        context.log.info(f"same versions and labels as search {done.id}: keeping w={done.weight:.2f}")
+        return dg.MaterializeResult(metadata={
+            "weight_multiscale": dg.MetadataValue.float(done.weight),
+            "threshold": dg.MetadataValue.float(done.threshold) if done.threshold is not None else "keep operating threshold",
+            "meets_false_match_budget": done.meets_budget,
+            "reused_search": done.id,
+            "versions": dg.MetadataValue.json({"multiscale": version_a, "efficientnet": version_b}),
+        })
     choice = evaluation.tune_ensemble(engine, version_a, version_b, max_false_match_rate=config.max_false_match_rate,
                                       seed=config.split_seed)
+    search = {**choice.to_json(), "labelled_fingerprint": fingerprint, "split_seed": config.split_seed}
     with engine.begin() as conn:
         conn.execute(sa.insert(t.reid_ensemble_weights).values(
             version_a=version_a, version_b=version_b, weight=choice.weight, threshold=choice.threshold,
-            meets_budget=choice.meets_budget, max_false_match_rate=config.max_false_match_rate, search=choice.to_json()))
+            meets_budget=choice.meets_budget, max_false_match_rate=config.max_false_match_rate, search=search))
     if not choice.meets_budget:
         context.log.warning(f"no weight/threshold keeps FMR <= {config.max_false_match_rate:.0%} on val queries; "
                             f"keeping w={choice.weight:.2f} (best val mAP) and the operating threshold")
