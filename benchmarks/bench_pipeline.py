@@ -87,7 +87,7 @@ def main() -> None:
         print(f"\nmachine: {machine()}")
         print(f"{n} detections from {args.images} photos, crops resized to {args.image_size} px, "
               f"batch {args.batch_size}, device {embedder.device}; {assign.considered} detections matched\n")
-        print(f"| step | total s | ms per detection |\n|---|---:|---:|")
+        print("| step | total s | ms per detection |\n|---|---:|---:|")
         for name, seconds in rows.items():
             print(f"| {name} | {seconds:.2f} | {1000 * seconds / n:.1f} |")
         crop = rows["crop (decode photo, crop, write JPEG + row)"]

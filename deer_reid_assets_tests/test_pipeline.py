@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from deer_reid_assets.core import embeddings
 from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
-from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from deer_reid_assets.definitions import ALL_ASSETS
 from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 

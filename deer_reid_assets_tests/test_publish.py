@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from deer_reid_assets.cli import main
 from deer_reid_assets.core import embeddings as emb_core
 from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
-from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs import embeddings
 from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource

@@ -9,6 +9,7 @@ import pandas as pd
 
 OWNERS = ["team:deer-reid"]
 
+
 def progress_logger(context: dg.AssetExecutionContext, what: str, every_s: float = 5.0) -> Callable[[int, int], None]:
     """A progress callback for the core's loops that logs at most every ``every_s`` seconds."""
     last = [0.0]
@@ -22,8 +23,10 @@ def progress_logger(context: dg.AssetExecutionContext, what: str, every_s: float
 
     return report
 
+
 def md_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
+
 
 def md_image(png: bytes, alt: str) -> dg.MetadataValue:
     """A PNG shown inline in the Dagster UI's metadata panel."""

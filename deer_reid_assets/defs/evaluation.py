@@ -55,6 +55,7 @@ class EvaluationConfig(dg.Config):
     max_false_match_rate: float = Field(default=0.05, description="FMR budget for the best-threshold search.")
     split_seed: int = Field(default=0, description="Seed of the identity-aware query/gallery split.")
 
+
 @dg.asset(
     deps=[deer_assignments],
     group_name=GROUP,

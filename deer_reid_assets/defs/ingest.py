@@ -33,6 +33,7 @@ class CameraImagesConfig(dg.Config):
         default=None, description="Hidden-truth file for evaluation; unset = <source_dir>/ground_truth.json if present."
     )
 
+
 @dg.asset(
     group_name=GROUP,
     kinds={"python", "postgres"},
@@ -68,12 +69,14 @@ def camera_images(context: dg.AssetExecutionContext, config: CameraImagesConfig,
         else dg.MetadataValue.text("none"),
     })
 
+
 class DetectionsConfig(dg.Config):
     detector_weights: Optional[str] = Field(
         default=None, description="Local ultralytics YOLO .pt checkpoint for photos without detections; unset = none."
     )
     classes: Optional[list[str]] = Field(default=None, description="Detector class names kept (unset = all).")
     min_confidence: float = Field(default=0.25)
+
 
 @dg.asset(
     deps=[camera_images],
@@ -111,6 +114,7 @@ def detections(context: dg.AssetExecutionContext, config: DetectionsConfig, data
         "total_detections": int(counts["detections"].sum()) if len(counts) else 0,
         "by_classification": md_table(counts),
     })
+
 
 @dg.asset(
     deps=[detections],

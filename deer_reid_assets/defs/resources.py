@@ -12,9 +12,11 @@ from deer_reid_assets.core import db
 
 GPU_POOL = "gpu"
 
+
 @functools.lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
     return db.make_engine(url)
+
 
 class DatabaseResource(dg.ConfigurableResource):
     """The application database (PostgreSQL + pgvector)."""
@@ -26,6 +28,7 @@ class DatabaseResource(dg.ConfigurableResource):
 
     def get_engine(self) -> sa.Engine:
         return _engine(db.normalize_url(self.url) if self.url else db.database_url())
+
 
 class ImageStoreResource(dg.ConfigurableResource):
     """Folders for camera uploads, crops and model artefacts."""
@@ -51,6 +54,7 @@ class ImageStoreResource(dg.ConfigurableResource):
     def reports(self) -> Path:
         return self.root_path / "reports"
 
+
 class ComputeResource(dg.ConfigurableResource):
     """Where models run. GPU steps also carry the pool `gpu` (limit 1 in the instance)."""
 
@@ -62,6 +66,7 @@ class ComputeResource(dg.ConfigurableResource):
         from deer_reid_assets.core.models import resolve_device
 
         return resolve_device(self.device)
+
 
 class ModelWeightsResource(dg.ConfigurableResource):
     """Which weights the backbones load."""
