@@ -92,7 +92,7 @@ def test_rollback_restores_previous_assignments_exactly(world):
 
 
 def test_a_run_killed_mid_embedding_publishes_nothing_and_resumes(engine, tmp_path, reid_home):
-    generate_dataset(tmp_path / "data", SyntheticConfig(n_images=60, n_bucks=4, n_does=2, seed=2))
+    generate_dataset(tmp_path / "data", SyntheticConfig(n_images=120, n_bucks=4, n_does=2, seed=2))
     resources = _resources(engine, tmp_path)
     from deer_reid_assets.defs.ingest import camera_images, crops, detections
 
@@ -106,8 +106,8 @@ def test_a_run_killed_mid_embedding_publishes_nothing_and_resumes(engine, tmp_pa
                     "WHERE v.model_family = 'efficientnet'")
     deadline = time.monotonic() + 120
     with engine.connect() as conn:
-        while conn.execute(count).scalar() < 12 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+        while conn.execute(count).scalar() <= 8 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)  # 8 = the projection's sample; kill right after the first chunk lands
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with engine.connect() as conn:

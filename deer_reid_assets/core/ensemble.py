@@ -85,15 +85,6 @@ def ensemble_vectors(
     return vectors, [(0, da, w), (da, da + db, 1.0 - w)]
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalar -> Python scalar; NaN -> None (strict JSON)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 @dataclass
 class EnsembleChoice:
     """Result of :func:`search_weights`.
@@ -118,16 +109,16 @@ class EnsembleChoice:
     def to_json(self) -> dict[str, Any]:
         """Plain, strict-JSON-able dict (NaN -> None); the curve as a list of row dicts."""
         return {
-            "weight": _plain(self.weight),
-            "threshold": _plain(self.threshold),
-            "assignment_rate": _plain(self.assignment_rate),
-            "false_match_rate": _plain(self.false_match_rate),
+            "weight": metrics.json_safe(self.weight),
+            "threshold": metrics.json_safe(self.threshold),
+            "assignment_rate": metrics.json_safe(self.assignment_rate),
+            "false_match_rate": metrics.json_safe(self.false_match_rate),
             "meets_budget": bool(self.meets_budget),
-            "max_false_match_rate": _plain(self.max_false_match_rate),
+            "max_false_match_rate": metrics.json_safe(self.max_false_match_rate),
             "query_set": self.query_set,
-            "roadmap": {key: _plain(value) for key, value in self.roadmap.items()},
+            "roadmap": {key: metrics.json_safe(value) for key, value in self.roadmap.items()},
             "curve": [
-                {key: _plain(value) for key, value in row.items()}
+                {key: metrics.json_safe(value) for key, value in row.items()}
                 for row in self.curve.to_dict(orient="records")
             ],
         }

@@ -488,7 +488,7 @@ def best_threshold(sweep: pd.DataFrame, max_false_match_rate: float = 0.05) -> d
     if qualifying.empty:
         return None
     best = qualifying.sort_values(["assignment_rate", "threshold"], ascending=False).iloc[0]
-    return {key: _plain(value) for key, value in best.items()}
+    return {key: json_safe(value) for key, value in best.items()}
 
 
 # --------------------------------------------------------------------------- retrieval and distributions
@@ -551,7 +551,7 @@ def similarity_distributions(
 # --------------------------------------------------------------------------- report
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """numpy scalar -> Python scalar; NaN -> None (for strict JSON)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -597,12 +597,12 @@ class EvaluationReport:
             "n_profiles": self.n_profiles,
             **self.split_sizes,
         }
-        return {key: _plain(value) for key, value in values.items()}
+        return {key: json_safe(value) for key, value in values.items()}
 
     def to_json(self) -> str:
         """Summary, sweep rows and split sizes as strict JSON."""
         sweep_rows = [
-            {key: _plain(value) for key, value in row.items()}
+            {key: json_safe(value) for key, value in row.items()}
             for row in self.sweep.to_dict(orient="records")
         ]
         payload = {"summary": self.summary(), "sweep": sweep_rows, "split": dict(self.split_sizes)}
