@@ -445,6 +445,7 @@ def _embed_sources(
     cuda = device.startswith("cuda")
     dataset = _Images(sources, [0] * len(sources), eval_transform(image_size))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
+    amp_dtype = _autocast_dtype() if cuda else torch.bfloat16
     was_training = model.training
     model.eval()
     out: list[np.ndarray] = []
@@ -454,7 +455,7 @@ def _embed_sources(
                 x = x.to(device, non_blocking=True)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=_autocast_dtype(), enabled=cuda and amp):
+                with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda and amp):
                     emb = model(x)
                 out.append(F.normalize(emb.float(), dim=1).cpu().numpy())
     finally:
