@@ -173,16 +173,28 @@ def _instance(app_url: str, *, write_env_file: bool = True):
     return instance
 
 
-def materialize_all(run_config: dict, resources: dict, instance, partition: str) -> dict:
-    """Materialize the whole asset graph in-process, camera_images as upload batch ``partition``;
-    returns each asset's metadata."""
+LOG_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+TRAINING_ASSETS = {"triplet_dataset", "finetuned_reid_model", "finetuned_embeddings"}
+
+
+def materialize_all(run_config: dict, resources: dict, instance, partition: str | None, *,
+                    train: bool = False, only: set[str] | None = None) -> dict:
+    """Materialize the asset graph in-process (without the training assets unless ``train``; or
+    just ``only``), camera_images as upload batch ``partition``; returns each asset's metadata."""
     import dagster as dg
 
     from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
     from deer_reid_assets.defs.ingest import upload_batches
 
-    instance.add_dynamic_partitions(upload_batches.name, [partition])
-    result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], run_config=run_config, resources=resources,
+    def wanted(key) -> bool:
+        name = key.to_user_string()
+        return name in only if only is not None else (train or name not in TRAINING_ASSETS)
+
+    assets = [a for a in ALL_ASSETS if wanted(a.key)]
+    checks = [c for c in ALL_CHECKS if all(wanted(k.asset_key) for k in c.check_keys)]
+    if partition is not None:
+        instance.add_dynamic_partitions(upload_batches.name, [partition])
+    result = dg.materialize([*assets, *checks], run_config=run_config, resources=resources,
                             instance=instance, partition_key=partition, raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
@@ -204,8 +216,9 @@ def materialize_all(run_config: dict, resources: dict, instance, partition: str)
               help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
 @click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
+@click.option("--train", is_flag=True, help="Also train the deer-specific model (CPU profile on CPU; longer).")
 @_fail_cleanly
-def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool) -> None:
+def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool, train: bool) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
     from deer_reid_assets.core import migrations
     from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
@@ -229,8 +242,7 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     resources["image_store"] = ImageStoreResource(upload_dir=str(data))
     resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
     step("materializing the asset graph (camera_images -> ... -> embedding_report)")
-    metadata = materialize_all({"loggers": {"console": {"config": {"log_level": "INFO"}}}}, resources, instance,
-                               partition="demo")
+    metadata = materialize_all(LOG_INFO, resources, instance, partition="demo", train=train)
     emb = metadata["baseline_embeddings"]
     click.echo(f"      weights used: {emb['weights'].value}")
     step("metrics")
@@ -343,9 +355,39 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
         click.echo(f"  audit against {result.against or 'nothing published'}: "
                    + ("passed" if result.passed else "FAILED (" + "; ".join(failed) + ")")
                    + f"; {result.changed} assignment(s) would change")
-        if result.passed and not no_publish:
+        if result.promotable and not no_publish:
             previous = embeddings.publish(engine, report.version)[name]
             click.echo(f"  published {report.version}" + (f" (was {previous})" if previous and previous != report.version else ""))
+
+
+@main.command("train")
+@click.option("--profile", default="auto", show_default=True, type=click.Choice(["auto", "full", "cpu"]),
+              help="'full' (GPU: 60 epochs at 224 px), 'cpu' (small and quick), 'auto' picks by device.")
+@click.option("--epochs", type=int, help="Override the profile's number of epochs.")
+@click.option("--image-size", type=int, help="Override the profile's crop size.")
+@click.option("--weights", default="auto", show_default=True, help="Backbone start: 'auto', 'imagenet', 'random' or a path.")
+@_fail_cleanly
+def train(profile: str, epochs: int | None, image_size: int | None, weights: str) -> None:
+    """Build the triplet dataset, train the deer-specific model, embed with it, audit (A/B against
+    the published configuration) and publish only if better; prints the A/B table."""
+    from deer_reid_assets.definitions import default_resources
+    from deer_reid_assets.defs.resources import ModelWeightsResource
+
+    url = db.database_url()
+    _engine()
+    instance = _instance(url, write_env_file=False)
+    resources = default_resources()
+    resources["model_weights"] = ModelWeightsResource(weights=weights)
+    overrides = {k: v for k, v in {"profile": profile, "epochs": epochs, "image_size": image_size}.items() if v is not None}
+    run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": overrides}}}
+    metadata = materialize_all(run_config, resources, instance, None, only={
+        "triplet_dataset", "finetuned_reid_model", "finetuned_embeddings", "published_embeddings", "deer_profiles",
+        "deer_assignments", "embedding_report"})
+    model = metadata["finetuned_reid_model"]
+    click.echo(f"model {model['model_version'].value}: best val mAP {model['best_val_mAP'].value:.3f} at epoch "
+               f"{model['best_epoch'].value} on {model['device'].value}")
+    click.echo(metadata["published_embeddings"]["publish"].value)
+    click.echo(metadata["embedding_report"]["comparison"].value)
 
 
 @main.group("embeddings")
@@ -401,18 +443,30 @@ def embeddings_rollback(version: str, threshold: float) -> None:
 
 
 @main.command("evaluate")
+@click.option("--model", "which", default="current", show_default=True,
+              type=click.Choice(["current", "baseline", "multiscale", "efficientnet", "ensemble", "finetuned"]),
+              help="'current' = what the matcher uses now; the others = that published model alone (or the tuned ensemble).")
+@click.option("--queries", default="test", show_default=True, type=click.Choice(["val", "test"]))
+@click.option("--threshold", default=0.40, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
 @_fail_cleanly
-def evaluate(json_out: Path | None) -> None:
-    """Evaluate the published baseline embeddings on the stored split and print the table."""
-    from deer_reid_assets.core import embeddings, evaluation
+def evaluate(which: str, queries: str, threshold: float, json_out: Path | None) -> None:
+    """Evaluate a published model (or the current matcher configuration) on the stored split."""
+    from deer_reid_assets.core import evaluation, matching
 
     engine = _engine()
-    with engine.connect() as conn:
-        version = embeddings.published_version(conn, "resnet50")
-    if version is None:
-        raise CliError("deer-reid: no published embeddings yet: run `deer-reid demo` or materialize baseline_embeddings")
-    report = evaluation.evaluate_version(engine, version)
+    families = {"baseline": "resnet50", "multiscale": "multiscale", "efficientnet": "efficientnet",
+                "finetuned": "finetuned"}
+    if which in families:
+        with engine.connect() as conn:
+            version = matching.published_versions(conn).get(families[which])
+        if version is None:
+            raise CliError(f"deer-reid: no published {families[which]} embeddings (run `deer-reid demo` or embed first)")
+        models, used = {version: 1.0}, threshold
+    else:
+        models, used, _ = matching.matcher_setup(engine, "auto" if which == "current" else which, threshold)
+    report = evaluation.evaluate_configurations(engine, {which: models}, threshold=used, query_set=queries)[which]
+    click.echo(f"{which}: {models} at threshold {used:.2f}, {queries} queries")
     click.echo(report.markdown_table())
     if json_out:
         json_out.write_text(json.dumps(json.loads(report.to_json()), indent=2))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, sensors
+from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, sensors, training
 from deer_reid_assets.defs.resources import (
     ComputeResource,
     DatabaseResource,
@@ -23,6 +23,9 @@ ALL_ASSETS = [
     embeddings.baseline_embeddings,
     embeddings.multiscale_embeddings,
     embeddings.efficientnet_embeddings,
+    training.triplet_dataset,
+    training.finetuned_reid_model,
+    embeddings.finetuned_embeddings,
     embeddings.published_embeddings,
     matching.ensemble_weights,
     matching.deer_profiles,

@@ -7,7 +7,8 @@ import dagster as dg
 
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
 
-GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings"}
+GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
+              "finetuned_reid_model", "finetuned_embeddings"}
 
 
 def test_definitions_load_and_every_asset_is_described():
@@ -15,7 +16,8 @@ def test_definitions_load_and_every_asset_is_described():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "multiscale_embeddings",
                     "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
-                    "deer_assignments", "reid_evaluation", "embedding_report"}
+                    "deer_assignments", "reid_evaluation", "embedding_report", "triplet_dataset",
+                    "finetuned_reid_model", "finetuned_embeddings"}
     for asset in ALL_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()
@@ -31,13 +33,15 @@ def test_definitions_load_and_every_asset_is_described():
 def test_embeddings_are_audited_by_blocking_checks_and_recompute_automatically():
     graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {(n, "audit") for n in ("baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings")}
+    assert checks == {(n, "audit") for n in ("baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
+                                             "finetuned_embeddings")}
     for checks_def in ALL_CHECKS:
         assert all(spec.blocking for spec in checks_def.check_specs)
     for asset in ALL_ASSETS:
         name = asset.key.to_user_string()
         condition = graph.get(asset.key).automation_condition
-        assert (condition is None) == (name == "camera_images"), name
+        # uploads come from the sensor; training is launched on purpose (it takes hours on a CPU)
+        assert (condition is None) == (name in {"camera_images", "triplet_dataset", "finetuned_reid_model"}), name
     sensor = defs.resolve_sensor_def("deer_reid_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

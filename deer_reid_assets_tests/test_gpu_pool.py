@@ -19,10 +19,13 @@ from deer_reid_assets.defs.resources import GPU_POOL
 
 def _gpu_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, pool=GPU_POOL)
-    def _asset() -> dict:
+    def _asset(context: dg.AssetExecutionContext) -> dict:
         start = time.time()
+        info = context.instance.event_log_storage.get_concurrency_info(GPU_POOL)
         time.sleep(2.0)
-        return {"start": start, "end": time.time()}
+        return {"start": start, "end": time.time(),
+                "claimed": [(s.run_id[:8], s.step_key) for s in info.claimed_slots],
+                "env": sorted(k for k in os.environ if k.startswith(("DAGSTER", "DEER")))}
 
     return _asset
 
@@ -68,7 +71,8 @@ def _two_runs_at_once(dagster_home, slots: int, tmp_path):
             events = [(r.run_id[:8], e.message) for r in instance.get_runs()
                       for e in instance.all_logs(r.run_id) if "concurrency" in (e.message or "").lower()
                       or "pool" in (e.message or "").lower()]
-        pytest.fail(f"overlap {overlap:.2f}s; slots={info.slot_count} pools={pools} events={events[:10]}")
+        pytest.fail(f"overlap {overlap:.2f}s; slots={info.slot_count} pools={pools} events={events[:10]} "
+                    f"claimed during a: {a['claimed']}, during b: {b['claimed']}, child env {a['env']}")
     return overlap
 
 

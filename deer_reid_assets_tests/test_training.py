@@ -87,7 +87,7 @@ def test_pk_sampler_batches_have_p_identities_times_k():
         for identity in per_identity:
             chosen = [i for i in batch if labels[i] == identity]
             if identity == "d":  # 2 crops for k=4: both used, then repeats
-                assert set(chosen) == {i for i, l in enumerate(labels) if l == "d"}
+                assert set(chosen) == {i for i, name in enumerate(labels) if name == "d"}
             else:  # enough crops: no repeats
                 assert len(set(chosen)) == 4
         seen.update(per_identity.keys())
@@ -242,6 +242,8 @@ def test_train_writes_loadable_checkpoints(two_epoch_run, tmp_path):
     first = T.embed_images(model, images, SIZE)
     again, _ = T.load_reid_model(out / "best.pt")
     np.testing.assert_array_equal(first, T.embed_images(again, images, SIZE))
+    latest, _ = T.load_reid_model(out / "last.pt")
+    assert latest.checkpoint_info["epoch"] == 2
     # the leave-one-out val mAP of the best checkpoint is reproduced from the loaded model
     recomputed = T.leave_one_out_retrieval(first, [name for _, name in VAL_ITEMS])
     assert recomputed["mAP"] == pytest.approx(result.best_val_mAP, abs=1e-6)

@@ -40,6 +40,16 @@ class AuditResult:
     changed: int = 0
     compared: int = 0
     sample: list[dict] = field(default_factory=list)  # {"detection", "crop", "now", "now_crop", "then", "then_crop"}
+    ab_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # fine-tuned vs the published configuration
+    beats_published: bool | None = None  # the A/B verdict (fine-tuned only); None = no A/B was needed
+    ab_detail: str = ""
+
+    @property
+    def promotable(self) -> bool:
+        """Sound (every check passed) and, where an A/B applies, better than what is published.
+        A sound model that is not better passes its check (it is a valid version, and a failed
+        blocking check would hold back everything downstream) but is not published."""
+        return self.passed and self.beats_published is not False
 
     @property
     def passed(self) -> bool:
@@ -51,12 +61,18 @@ class AuditResult:
         lines += [f"| {c['check']} | {'pass' if c['passed'] else 'FAIL'} | {c['detail']} |" for c in self.checks]
         if not self.comparison.empty:
             lines += ["", self.comparison.to_markdown(index=False, floatfmt=".3f")]
+        if not self.ab_table.empty:
+            verdict = "publish" if self.beats_published else "do NOT publish"
+            lines += ["", f"A/B on the test queries ({self.ab_detail}): **{verdict}**", "",
+                      self.ab_table.to_markdown(index=False, floatfmt=".3f")]
         lines += ["", f"Assignments that would change: **{self.changed}** of {self.compared} unreviewed detections."]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"version": self.version, "family": self.family, "against": self.against, "passed": self.passed,
+                "promotable": self.promotable, "beats_published": self.beats_published, "ab_detail": self.ab_detail,
                 "checks": self.checks, "comparison": self.comparison.to_dict(orient="records"),
+                "ab": self.ab_table.to_dict(orient="records"),
                 "changed": self.changed, "compared": self.compared, "sample": self.sample}
 
 
@@ -93,6 +109,8 @@ def audit_version(engine: sa.Engine, version: str, *, tolerance: float = 0.02, t
                           "detail": f"{embedded} of {total} usable crops embedded"})
     result.checks.append({"check": "finite, unit norm", "passed": bad_norms == 0,
                           "detail": f"{bad_norms} vectors off unit norm"})
+    if family == "finetuned" and against != version:
+        _ab_against_published_configuration(engine, version, result, threshold, max_false_match_rate, seed)
     if against is None or against == version:
         result.checks.append({"check": "no regression", "passed": True,
                               "detail": "nothing else published to compare with" if against is None
@@ -112,6 +130,43 @@ def audit_version(engine: sa.Engine, version: str, *, tolerance: float = 0.02, t
                           else f"within {tolerance} of the published version on every metric"})
     result.changed, result.compared, result.sample = _would_change(engine, version, against, threshold, sample_size)
     return result
+
+
+AB_METRICS = ("rank1", "mAP", "best_assignment_rate", "mean_true_match_similarity")
+
+
+def _ab_against_published_configuration(engine: sa.Engine, version: str, result: AuditResult, threshold: float,
+                                        max_false_match_rate: float, seed: int) -> None:
+    """A/B on the TEST queries: the fine-tuned model is published only if it beats what the matcher
+    uses now (the tuned ensemble, else the baseline): higher mAP and rank-1 not lower."""
+    from .evaluation import evaluate_configurations
+    from .matching import matcher_setup
+
+    from .embeddings import latest_version
+
+    try:
+        models, current_threshold, method = matcher_setup(engine, "auto", threshold, include_finetuned=False)
+    except ValueError:  # nothing published yet (first run): compare with the newest baseline version
+        with engine.connect() as conn:
+            baseline = latest_version(conn, "resnet50")
+        if baseline is None:
+            result.beats_published = False
+            result.ab_detail = "nothing to compare with yet: re-run finetuned_embeddings once a baseline exists"
+            return
+        models, current_threshold, method = {baseline.version: 1.0}, threshold, "baseline (newest, unpublished)"
+    reports = evaluate_configurations(engine, {"fine-tuned": {version: 1.0}, f"published {method}": models},
+                                      thresholds={f"published {method}": current_threshold}, threshold=threshold,
+                                      query_set="test", max_false_match_rate=max_false_match_rate, seed=seed)
+    rows = []
+    for key in AB_METRICS:
+        values = {name: (r.summary()[key] or 0.0) for name, r in reports.items()}
+        rows.append({"metric (test queries)": key, **values})
+    result.ab_table = pd.DataFrame(rows)
+    new, old = (reports[n].summary() for n in ("fine-tuned", f"published {method}"))
+    better = new["mAP"] > old["mAP"] and new["rank1"] >= old["rank1"]
+    result.beats_published = better
+    result.ab_detail = (f"test mAP {new['mAP']:.3f} vs {old['mAP']:.3f}, rank-1 {new['rank1']:.3f} vs "
+                        f"{old['rank1']:.3f} ({method})")
 
 
 def _assign_in_memory(conn: sa.Connection, version: str, threshold: float) -> dict[str, str | None]:

@@ -217,6 +217,8 @@ def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool
             if require_audit and row.audit_passed is not True:
                 state = "failed its audit" if row.audit_passed is False else "has not been audited"
                 raise EmbeddingError(f"version {version} {state}: it cannot be published")
+            if require_audit and (row.audit or {}).get("promotable") is False:
+                raise EmbeddingError(f"version {version} does not beat the published configuration: not published")
             embedded, total = coverage(conn, version)
             if embedded != total:
                 raise EmbeddingError(f"version {version} covers {embedded} of {total} usable crops: embed the rest first")

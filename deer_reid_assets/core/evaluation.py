@@ -107,28 +107,54 @@ def tune_ensemble(engine: sa.Engine, version_a: str, version_b: str, *, max_fals
                                    max_false_match_rate=max_false_match_rate, query_set="val")
 
 
+def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[str, float]], *,
+                            thresholds: dict[str, float] | None = None, threshold: float = 0.40,
+                            query_set: str = "test", max_false_match_rate: float = 0.05, seed: int = 0
+                            ) -> dict[str, metrics.EvaluationReport]:
+    """Evaluate matcher configurations (``{name: {version: weight}}``; one version = a single model,
+    several = the weighted sum of their cosines, evaluated exactly with block-wise profiles) on the
+    same queries of the same split: the detections embedded by every version involved."""
+    versions = sorted({v for models in configurations.values() for v in models})
+    subset, matrices, split = labelled_matrices(engine, versions, seed=seed)
+    by_version = dict(zip(versions, matrices))
+    reports = {}
+    for name, models in configurations.items():
+        if len(models) == 1:
+            matrix, blocks = by_version[next(iter(models))], None
+        else:
+            parts, blocks, start = [], [], 0
+            for version, weight in models.items():
+                part = by_version[version].astype(np.float64)
+                parts.append(np.sqrt(weight) * part)
+                blocks.append((start, start + part.shape[1], weight))
+                start += part.shape[1]
+            matrix = np.concatenate(parts, axis=1)
+        reports[name] = metrics.evaluate(
+            matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+            threshold=(thresholds or {}).get(name, threshold), query_set=query_set,
+            max_false_match_rate=max_false_match_rate, blocks=blocks)
+    return reports
+
+
 def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b: str, *, tuned_weight: float,
                     tuned_threshold: float | None, threshold: float = 0.40, roadmap_weight: float = 0.6,
-                    max_false_match_rate: float = 0.05, seed: int = 0) -> dict[str, metrics.EvaluationReport]:
-    """Baseline, each model alone, the roadmap's ensemble and the tuned ensemble on the same test
-    queries of the same split (the detections embedded by all three versions)."""
-    subset, (base, a, b), split = labelled_matrices(engine, [baseline, version_a, version_b], seed=seed)
-
-    def run(matrix, blocks=None, at=threshold):
-        return metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
-                                threshold=at, query_set="test", max_false_match_rate=max_false_match_rate,
-                                blocks=blocks)
-
-    roadmap_vectors, roadmap_blocks = ensemble.ensemble_vectors(a, b, roadmap_weight)
-    tuned_vectors, tuned_blocks = ensemble.ensemble_vectors(a, b, tuned_weight)
-    return {
-        "baseline (ResNet50)": run(base),
-        "multi-scale ResNet50": run(a),
-        "EfficientNet-B0": run(b),
-        f"ensemble {roadmap_weight:.1f}/{1 - roadmap_weight:.1f}": run(roadmap_vectors, roadmap_blocks),
-        f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}": run(
-            tuned_vectors, tuned_blocks, tuned_threshold if tuned_threshold is not None else threshold),
+                    finetuned: str | None = None, max_false_match_rate: float = 0.05, seed: int = 0
+                    ) -> dict[str, metrics.EvaluationReport]:
+    """Baseline, each model alone, the roadmap's ensemble, the tuned ensemble (and the fine-tuned
+    model when there is one) on the same test queries of the same split."""
+    tuned = f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}"
+    configurations = {
+        "baseline (ResNet50)": {baseline: 1.0},
+        "multi-scale ResNet50": {version_a: 1.0},
+        "EfficientNet-B0": {version_b: 1.0},
+        f"ensemble {roadmap_weight:.1f}/{1 - roadmap_weight:.1f}": {version_a: roadmap_weight, version_b: 1 - roadmap_weight},
+        tuned: {version_a: tuned_weight, version_b: 1 - tuned_weight},
     }
+    if finetuned:
+        configurations["fine-tuned ResNet50 (triplet)"] = {finetuned: 1.0}
+    thresholds = {tuned: tuned_threshold} if tuned_threshold is not None else None
+    return evaluate_configurations(engine, configurations, thresholds=thresholds, threshold=threshold,
+                                   max_false_match_rate=max_false_match_rate, seed=seed)
 
 
 def live_assignment_stats(conn: sa.Connection) -> dict:

@@ -361,7 +361,7 @@ def refresh_sighting_stats(conn: sa.Connection) -> None:
     ))
 
 
-PROFILE_FAMILIES = ("resnet50", "multiscale", "efficientnet")
+PROFILE_FAMILIES = ("resnet50", "multiscale", "efficientnet", "finetuned")
 ENSEMBLE_FAMILIES = ("multiscale", "efficientnet")
 
 
@@ -399,12 +399,19 @@ def current_ensemble(engine: sa.Engine) -> tuple[dict[str, float], float | None]
     return {a: row.weight, b: round(1.0 - row.weight, 12)}, row.threshold
 
 
-def matcher_setup(engine: sa.Engine, method: str = "auto", threshold: float = 0.40
-                  ) -> tuple[dict[str, float], float, str]:
-    """(models, threshold, method name) the matcher runs with: the tuned ensemble when there is one
-    (its tuned threshold when it met the false-match budget, else ``threshold``), else the baseline."""
-    if method not in ("auto", "ensemble", "baseline"):
-        raise ValueError(f"method must be 'auto', 'ensemble' or 'baseline', got {method!r}")
+def matcher_setup(engine: sa.Engine, method: str = "auto", threshold: float = 0.40, *,
+                  include_finetuned: bool = True) -> tuple[dict[str, float], float, str]:
+    """(models, threshold, method name) the matcher runs with: the published fine-tuned model when
+    there is one (it is published only after beating the ensemble), else the tuned ensemble (its
+    tuned threshold when it met the false-match budget, else ``threshold``), else the baseline."""
+    if method not in ("auto", "finetuned", "ensemble", "baseline"):
+        raise ValueError(f"method must be 'auto', 'finetuned', 'ensemble' or 'baseline', got {method!r}")
+    with engine.connect() as conn:
+        finetuned = published_versions(conn).get("finetuned")
+    if method == "finetuned" and finetuned is None:
+        raise ValueError("no published fine-tuned embeddings")
+    if finetuned is not None and include_finetuned and method in ("auto", "finetuned"):
+        return {finetuned: 1.0}, threshold, "finetuned"
     tuned = current_ensemble(engine) if method != "baseline" else None
     if method == "ensemble" and tuned is None:
         raise ValueError("no ensemble weights for the published multi-scale/EfficientNet versions")

@@ -128,3 +128,22 @@ def ensemble_curve_plot(curve, chosen_weight: float) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return _png(figure)
+
+
+def training_curve_plot(history) -> bytes:
+    """Triplet loss and validation rank-1 / mAP per epoch of a training run."""
+    figure = _new_figure(8, 3.6)
+    loss_ax, val_ax = figure.subplots(1, 2)
+    loss_ax.plot(history["epoch"], history["loss"], marker="o", markersize=3)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("batch-hard triplet loss")
+    loss_ax.set_title("Training loss")
+    loss_ax.grid(alpha=0.3)
+    val_ax.plot(history["epoch"], history["val_mAP"], marker="o", markersize=3, label="val mAP")
+    val_ax.plot(history["epoch"], history["val_rank1"], marker="o", markersize=3, label="val rank-1")
+    val_ax.set_xlabel("epoch")
+    val_ax.set_ylim(0, 1.02)
+    val_ax.set_title("Validation (leave-one-out retrieval)")
+    val_ax.grid(alpha=0.3)
+    val_ax.legend(loc="best", fontsize="small")
+    return _png(figure)

@@ -54,11 +54,12 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,7 @@ _LOO_QUERY_BLOCK = 1024
 
 # An image: a file path (decoded with imaging.load_image, RGB), a PIL image, or a zero-argument
 # callable returning a PIL image (a loader).
-ImageSource = Union[Path, str, Image.Image, Callable[[], Image.Image]]
+ImageSource = Path | str | Image.Image | Callable[[], Image.Image]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,10 +147,10 @@ class TrainConfig:
     @classmethod
     def cpu_profile(cls, **overrides: Any) -> TrainConfig:
         """Small run for a CPU-only demo: 96 px, 8 epochs of 20 batches of 8 x 4 crops."""
-        values: dict[str, Any] = dict(
-            epochs=8, image_size=96, p=8, k=4, warmup_epochs=1, batches_per_epoch=20,
-            early_stopping_patience=4,
-        )
+        values: dict[str, Any] = {
+            "epochs": 8, "image_size": 96, "p": 8, "k": 4, "warmup_epochs": 1, "batches_per_epoch": 20,
+            "early_stopping_patience": 4,
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -311,9 +312,9 @@ class ReIDNet(nn.Module):
         if dim < 1:
             raise ValueError(f"dim must be positive; got {dim}")
         reid_payload = None
-        if not (isinstance(backbone_weights, str) and backbone_weights in ("auto", "imagenet", "random")):
-            if Path(backbone_weights).is_file():
-                reid_payload = _read_reid_checkpoint(Path(backbone_weights))
+        keyword = isinstance(backbone_weights, str) and backbone_weights in ("auto", "imagenet", "random")
+        if not keyword and Path(backbone_weights).is_file():
+            reid_payload = _read_reid_checkpoint(Path(backbone_weights))
         trunk, weights = build_backbone("resnet50", "random" if reid_payload else backbone_weights, seed=seed)
         self.trunk = trunk
         with torch.random.fork_rng(devices=[]):
@@ -566,7 +567,7 @@ def _determinism(enabled: bool) -> Iterator[None]:
 
 
 def _rng_state(cuda: bool) -> dict[str, Any]:
-    algorithm, keys, pos, has_gauss, cached = np.random.get_state()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
     version, py_state, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -648,7 +649,7 @@ def train(
     cuda = dev.startswith("cuda")
     train_sources, train_ids = _unzip(train_items, "train_items")
     val_sources, val_ids = _unzip(val_items, "val_items")
-    if not any(n >= 2 for n in pd.Series(val_ids, dtype=object).value_counts().tolist()):
+    if not any(n >= 2 for n in Counter(val_ids).values()):
         raise ValueError("val_items must hold at least one identity with 2 or more crops (leave-one-out retrieval)")
     sampler = PKSampler(train_ids, config.p, config.k, batches=config.batches_per_epoch, seed=config.seed)
     notes: list[str] = []
@@ -688,7 +689,7 @@ def train(
         warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
 
         history: list[EpochLog] = []
-        best_epoch, best_map, best_rank1, bad_epochs, resumed_from = 0, -1.0, 0.0, 0, None
+        best_epoch, best_map, bad_epochs, resumed_from = 0, -1.0, 0, None
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             if state.get("grad_scaler") and scaler.is_enabled():
@@ -753,7 +754,7 @@ def train(
             history.append(log)
             plain_history = [asdict(h) for h in history]
             if log.val_mAP > best_map + MIN_IMPROVEMENT:
-                best_epoch, best_map, best_rank1, bad_epochs = epoch, log.val_mAP, log.val_rank1, 0
+                best_epoch, best_map, bad_epochs = epoch, log.val_mAP, 0
                 _atomic_save({**common, "model": _cpu_state_dict(model), "epoch": epoch, "val_mAP": log.val_mAP,
                               "val_rank1": log.val_rank1, "history": plain_history}, best_path)
             else:

@@ -10,9 +10,15 @@ import dagster as dg
 
 DOWNSTREAM = dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed().since_last_handled()
 
+# The fine-tuned model exists only once someone trains it: its embeddings being missing must not
+# hold back publishing the other families (eager() waits while any dependency is missing).
+_OPTIONAL_FOR_PUBLISH = dg.AssetSelection.assets("finetuned_embeddings")
+
 PUBLISH = (
-    dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed().since_last_handled()
-) & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    dg.AutomationCondition.eager().replace(
+        "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(_OPTIONAL_FOR_PUBLISH))
+    | dg.AutomationCondition.code_version_changed().since_last_handled()
+) & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(_OPTIONAL_FOR_PUBLISH)
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "deer_reid_automation",

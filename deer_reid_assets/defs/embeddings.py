@@ -22,7 +22,7 @@ from .resources import ComputeResource, DatabaseResource, ImageStoreResource, Mo
 
 GROUP = "embeddings"
 FAMILIES = {"baseline_embeddings": "resnet50", "multiscale_embeddings": "multiscale",
-            "efficientnet_embeddings": "efficientnet"}
+            "efficientnet_embeddings": "efficientnet", "finetuned_embeddings": "finetuned"}
 
 
 class EmbeddingConfig(dg.Config):
@@ -39,12 +39,22 @@ class AuditConfig(dg.Config):
     max_false_match_rate: float = Field(default=0.05)
 
 
-def embedding_asset(name: str, family: str, description: str, code_version: str = "1") -> dg.AssetsDefinition:
-    """An asset that embeds every usable crop with ``family`` into a (staged) embedding version."""
+def _pretrained_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
+                         model_weights: ModelWeightsResource):
+    from deer_reid_assets.core.models import Embedder
+
+    return Embedder(family, model_weights.weights, seed=model_weights.seed, image_size=model_weights.image_size,
+                    device=compute.resolve(), batch_size=compute.batch_size)
+
+
+def embedding_asset(name: str, family: str, description: str, code_version: str = "1", *, deps=(crops,),
+                    make_embedder=_pretrained_embedder) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """An asset that embeds every usable crop with ``family`` into a (staged) embedding version,
+    and its blocking audit check."""
 
     @dg.asset(
         name=name,
-        deps=[crops],
+        deps=list(deps),
         group_name=GROUP,
         kinds={"pytorch", "postgres"},
         owners=OWNERS,
@@ -56,11 +66,8 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
     def _embed(context: dg.AssetExecutionContext, config: EmbeddingConfig, database: DatabaseResource,
                image_store: ImageStoreResource, compute: ComputeResource,
                model_weights: ModelWeightsResource) -> dg.MaterializeResult:
-        from deer_reid_assets.core.models import Embedder
-
         engine = database.get_engine()
-        embedder = Embedder(family, model_weights.weights, seed=model_weights.seed, image_size=model_weights.image_size,
-                            device=compute.resolve(), batch_size=compute.batch_size)
+        embedder = make_embedder(family, database, compute, model_weights)
         context.log.info(f"weights: {embedder.weights.description}")
         report = emb_core.embed_crops(
             engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
@@ -72,7 +79,7 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
             "weights": embedder.weights.description,
             "weights_source": embedder.weights.source,
             "device": embedder.device,
-            "image_size": model_weights.image_size,
+            "image_size": embedder.image_size,
             "new_vectors": report.new_vectors,
             "total_vectors": report.total_vectors,
             "resumed": report.resumed,
@@ -135,8 +142,32 @@ efficientnet_embeddings, efficientnet_audit = embedding_asset(
     "Profiles go to deer.feature_vector_efficientnet.",
 )
 
-EMBEDDING_ASSETS = [baseline_embeddings, multiscale_embeddings, efficientnet_embeddings]
-EMBEDDING_CHECKS = [baseline_audit, multiscale_audit, efficientnet_audit]
+
+
+def _finetuned_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
+                        model_weights: ModelWeightsResource):
+    from deer_reid_assets.core.finetuned import FinetunedEmbedder
+    from deer_reid_assets.core.training_store import latest_model
+
+    model = latest_model(database.get_engine())
+    if model is None:
+        raise dg.Failure("no fine-tuned model yet: materialize finetuned_reid_model first")
+    return FinetunedEmbedder(model["checkpoint_path"], device=compute.resolve(), batch_size=compute.batch_size)
+
+
+finetuned_embeddings, finetuned_audit = embedding_asset(
+    "finetuned_embeddings",
+    "finetuned",
+    "The deer-specific ResNet50 trained with batch-hard triplet loss (finetuned_reid_model): its 512-d BN-neck "
+    "embedding, L2-normalised, for every usable crop, as a staged version. Its audit adds an A/B test on the test "
+    "queries: it is published only if it beats the configuration the matcher uses now (higher mAP, rank-1 not "
+    "lower). Profiles go to deer.feature_vector_finetuned.",
+    deps=(crops, dg.AssetKey("finetuned_reid_model")),
+    make_embedder=_finetuned_embedder,
+)
+
+EMBEDDING_ASSETS = [baseline_embeddings, multiscale_embeddings, efficientnet_embeddings, finetuned_embeddings]
+EMBEDDING_CHECKS = [baseline_audit, multiscale_audit, efficientnet_audit, finetuned_audit]
 
 
 @dg.asset(
@@ -163,6 +194,9 @@ def published_embeddings(context: dg.AssetExecutionContext, database: DatabaseRe
                 state = "failed its audit" if latest.audit_passed is False else "not audited"
                 rows.append({"family": family, "published": current or "none", "newest": latest.version,
                              "action": f"kept: newest {state}"})
+            elif (latest.audit or {}).get("promotable") is False:
+                rows.append({"family": family, "published": current or "none", "newest": latest.version,
+                             "action": "kept: newest does not beat the published configuration (A/B)"})
             elif latest.version == current:
                 rows.append({"family": family, "published": current, "newest": latest.version, "action": "already published"})
             else:

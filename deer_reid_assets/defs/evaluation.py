@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from deer_reid_assets.core import embeddings as emb_core
 from deer_reid_assets.core import evaluation
 from deer_reid_assets.core.metrics import compare_reports
 from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
@@ -111,14 +112,15 @@ class ReportConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[published_embeddings, ensemble_weights],
+    deps=[published_embeddings, ensemble_weights],  # finetuned_embeddings feed published_embeddings
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="1",
     automation_condition=DOWNSTREAM,
     description="Before/after report (the roadmap's validate_embeddings): baseline ResNet50, multi-scale ResNet50 "
-    "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble and the tuned ensemble, on the same test queries "
+    "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble, the tuned ensemble and (once trained) the "
+    "fine-tuned triplet model, on the same test queries "
     "of the same seeded split: assignment rate, false-match rate, rank-1, mAP, best threshold under the budget and "
     "mean true-match similarity with its change against the baseline. Table, plot and JSON.",
 )
@@ -131,15 +133,19 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
     if tuned is None:
         raise dg.Failure("no ensemble weights for the published versions: materialize ensemble_weights first")
     models, tuned_threshold = tuned
+    with engine.connect() as conn:
+        finetuned = emb_core.latest_version(conn, "finetuned")
     reports = evaluation.compare_on_test(
         engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
-        threshold=config.threshold, max_false_match_rate=config.max_false_match_rate, seed=config.split_seed)
+        threshold=config.threshold, finetuned=finetuned.version if finetuned is not None else None,
+        max_false_match_rate=config.max_false_match_rate, seed=config.split_seed)
     table = compare_reports(reports, baseline=next(iter(reports)))
     png = comparison_plot(reports)
     out = image_store.reports
     out.mkdir(parents=True, exist_ok=True)
     (out / "embedding_report.png").write_bytes(png)
-    payload = {"versions": {"baseline": baseline, "multiscale": version_a, "efficientnet": version_b},
+    payload = {"versions": {"baseline": baseline, "multiscale": version_a, "efficientnet": version_b,
+                            "finetuned": finetuned.version if finetuned is not None else None},
                "rows": json.loads(table.to_json(orient="records")),
                "reports": {name: json.loads(r.to_json()) for name, r in reports.items()}}
     (out / "embedding_report.json").write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,55 @@
+"""The fine-tuned (triplet) ReID model as an embedder, so its embedding sets go through the same
+versioned write / audit / publish path as the other model families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .models import EMBEDDING_DIM, MODEL_CODE_VERSION, FeatureProjection, resolve_device
+from .training import embed_images, load_reid_model
+
+
+def identity_projection(dim: int = EMBEDDING_DIM) -> FeatureProjection:
+    """The model already outputs the 512-d embedding it was trained for: no projection, only the
+    L2 normalisation that every family shares."""
+    return FeatureProjection(np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), np.ones(dim, np.float32), dim)
+
+
+class FinetunedEmbedder:
+    """Same interface as :class:`models.Embedder` for ``family = 'finetuned'``."""
+
+    family = "finetuned"
+    raw_dim = EMBEDDING_DIM
+
+    def __init__(self, checkpoint: Path | str, *, device: str = "cpu", batch_size: int = 32) -> None:
+        self.device = resolve_device(device)
+        self.model, self.config = load_reid_model(Path(checkpoint), self.device)
+        self.weights = self.model.weights
+        self.image_size = int(self.config["image_size"])
+        self.batch_size = batch_size
+        self.projection: FeatureProjection | None = None
+
+    def raw_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return embed_images(self.model, images, self.image_size, self.device, self.batch_size)
+
+    def fit_projection(self, raw: np.ndarray) -> FeatureProjection:
+        self.projection = identity_projection()
+        return self.projection
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.projection is None:
+            self.projection = identity_projection()
+        return self.projection.transform(self.raw_features(images))
+
+    def version_key(self) -> dict:
+        return {
+            "family": self.family,
+            "weights_id": self.weights.weights_id,
+            "projection": self.projection.fingerprint() if self.projection is not None else None,
+            "image_size": self.image_size,
+            "code_version": MODEL_CODE_VERSION,
+        }

@@ -1,0 +1,154 @@
+"""Training assets: the triplet dataset (a versioned manifest) and the deer-specific ReID model."""
+
+import hashlib
+import json
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from deer_reid_assets.core import evaluation, training_store, triplet_data
+
+from .common import OWNERS, md_image, md_table
+from .ingest import crops
+from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+
+GROUP = "training"
+
+
+class TripletDatasetConfig(dg.Config):
+    seed: int = Field(default=0, description="Seed of the 80/10/10 split.")
+    held_out_identity_fraction: float = Field(default=0.0, description="Identities held out whole into test.")
+
+
+@dg.asset(
+    deps=[crops],
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    description="The training manifest: labelled (human-reviewed) detections with crops, split 80/10/10 "
+    "train/val/test by a seeded hash (no detection in two splits), minus the evaluation split's val/test queries so "
+    "the before/after report scores the model on detections it never saw; optionally whole identities held out. "
+    "Versioned in the database (reid_training_manifests / reid_training_items).",
+)
+def triplet_dataset(context: dg.AssetExecutionContext, config: TripletDatasetConfig,
+                    database: DatabaseResource) -> dg.MaterializeResult:
+    engine = database.get_engine()
+    with engine.connect() as conn:
+        labelled = evaluation.labelled_set(conn)
+    evaluation.stored_split(engine, labelled)  # the evaluation split exists before it is excluded
+    manifest = triplet_data.build_manifest(engine, seed=config.seed,
+                                           held_out_identity_fraction=config.held_out_identity_fraction)
+    stats = manifest.stats
+    single = stats["single_detection_identities_in_train"]
+    if single:
+        context.log.warning(f"{len(single)} identities have one training detection and cannot form positives")
+    histogram = pd.DataFrame(sorted(stats["detections_per_identity_histogram"].items()),
+                             columns=["detections per identity", "identities"])
+    return dg.MaterializeResult(metadata={
+        "manifest_version": manifest.version,
+        "identities": stats["identities"],
+        "detections_per_split": dg.MetadataValue.json(stats["detections"]),
+        "identities_per_split": dg.MetadataValue.json(stats["identities_per_split"]),
+        "single_detection_identities_in_train": len(single),
+        "per_identity_histogram": md_table(histogram),
+    })
+
+
+class TrainingRunConfig(dg.Config):
+    profile: str = Field(default="auto", description="'auto' (full on CUDA, cpu profile on CPU), 'full' or 'cpu'.")
+    epochs: Optional[int] = Field(default=None, description="Override the profile's epochs.")
+    image_size: Optional[int] = None
+    p: Optional[int] = Field(default=None, description="Identities per batch.")
+    k: Optional[int] = Field(default=None, description="Crops per identity per batch.")
+    margin: Optional[float] = None
+    lr: Optional[float] = None
+    batches_per_epoch: Optional[int] = None
+
+
+def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
+    from deer_reid_assets.core.training import TrainConfig
+
+    profile = run.profile if run.profile != "auto" else ("full" if device.startswith("cuda") else "cpu")
+    if profile not in ("full", "cpu"):
+        raise dg.Failure(f"profile must be 'auto', 'full' or 'cpu', got {run.profile!r}")
+    overrides = {k: v for k, v in run.model_dump().items() if k != "profile" and v is not None}
+    base = TrainConfig.cpu_profile() if profile == "cpu" else TrainConfig()
+    return TrainConfig.from_json({**base.to_json(), **overrides, "backbone_weights": weights, "seed": seed})
+
+
+@dg.asset(
+    deps=[triplet_dataset],
+    group_name=GROUP,
+    kinds={"pytorch"},
+    owners=OWNERS,
+    code_version="1",
+    pool="gpu",
+    description="A deer-specific ResNet50 (imagenet weights when available, else seeded random) + 512-d embedding "
+    "head with BN-neck, trained with batch-hard triplet loss on P x K batches of the manifest's train split "
+    "(AdamW, warm-up + cosine decay, trail-camera augmentations, AMP/channels_last on CUDA), early-stopped on val "
+    "mAP. The best checkpoint is a versioned artefact (reid_models); an interrupted run resumes from its last epoch.",
+)
+def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunConfig, database: DatabaseResource,
+                         image_store: ImageStoreResource, compute: ComputeResource,
+                         model_weights: ModelWeightsResource) -> dg.MaterializeResult:
+    from deer_reid_assets.core import training
+    from deer_reid_assets.core.plots import training_curve_plot
+
+    engine = database.get_engine()
+    manifest_version = _latest_manifest(context)
+    manifest = triplet_data.load_manifest(engine, manifest_version)
+    device = compute.resolve()
+    cfg = train_config(config, device, model_weights.weights, model_weights.seed)
+    run_id = hashlib.sha256(json.dumps([manifest_version, cfg.to_json()], sort_keys=True).encode()).hexdigest()[:10]
+    out_dir = image_store.artifacts / "models" / f"{manifest_version}-{run_id}"
+    train_items, val_items = manifest.split("train"), manifest.split("val")
+    if not _has_pair(val_items):  # leave-one-out validation needs a deer seen twice
+        val_items = val_items + manifest.split("test")
+        context.log.warning("the val split has no deer with two crops: validating on val + test of the manifest "
+                            "(the before/after report scores on the evaluation split's queries, never trained on)")
+    if not _has_pair(val_items):
+        raise dg.Failure(f"manifest {manifest_version} has too few labelled detections to validate on: label more "
+                         "detections (no deer has two crops in val + test)")
+
+    context.log.info(f"training on {device}: {len(train_items)} train / {len(val_items)} val crops of manifest "
+                     f"{manifest_version}; checkpoints in {out_dir}")
+
+    def report(epoch) -> None:
+        context.log.info(f"epoch {epoch.epoch}/{cfg.epochs}: loss {epoch.loss:.4f}, val mAP {epoch.val_mAP:.3f}, "
+                         f"rank-1 {epoch.val_rank1:.3f}, {epoch.images_per_s:.1f} img/s")
+
+    result = training.train(train_items, val_items, cfg, out_dir, device=device,
+                            manifest_version=manifest_version, progress=report)
+    history = result.history_frame()
+    version = training_store.register_model(
+        engine, manifest_version=manifest_version, checkpoint=result.checkpoint, config=cfg.to_json(),
+        history=json.loads(history.to_json(orient="records")), best_val_map=result.best_val_mAP, device=device)
+    return dg.MaterializeResult(metadata={
+        "model_version": version,
+        "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
+        "manifest_version": manifest_version,
+        "device": device,
+        "config": dg.MetadataValue.json(cfg.to_json()),
+        "best_epoch": result.best_epoch,
+        "best_val_mAP": dg.MetadataValue.float(result.best_val_mAP),
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else "no",
+        "images_per_second": dg.MetadataValue.float(float(history["images_per_s"].mean())) if len(history) else 0.0,
+        "history": md_table(history),
+        "curves": md_image(training_curve_plot(history), "loss and validation mAP per epoch"),
+    })
+
+
+def _has_pair(items: list[tuple[str, str]]) -> bool:
+    identities = [identity for _, identity in items]
+    return any(identities.count(i) > 1 for i in set(identities))
+
+
+def _latest_manifest(context: dg.AssetExecutionContext) -> str:
+    event = context.instance.get_latest_materialization_event(triplet_dataset.key)
+    if event is None:
+        raise dg.Failure("materialize triplet_dataset first")
+    return event.asset_materialization.metadata["manifest_version"].value

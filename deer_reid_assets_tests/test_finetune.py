@@ -1,0 +1,75 @@
+"""The training half of the graph on a tiny data set: manifest -> trained model -> its embeddings
+-> audit with an A/B against the published configuration -> published only if better."""
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from deer_reid_assets.core import embeddings as emb_core
+from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.defs import embeddings
+from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets_tests.helpers import run_pipeline
+
+TINY = {"profile": "cpu", "epochs": 2, "image_size": 48, "p": 3, "k": 2, "batches_per_epoch": 2}
+
+
+@pytest.fixture
+def trained(engine, tmp_path):
+    generate_dataset(tmp_path / "data", SyntheticConfig(n_images=70, n_bucks=4, n_does=2, seed=6, labelled_fraction=0.8))
+    resources = {
+        "database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)),
+        "image_store": ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(tmp_path / "data")),
+        "compute": ComputeResource(device="cpu", batch_size=16),
+        "model_weights": ModelWeightsResource(weights="random", seed=0, image_size=48),
+    }
+    result = run_pipeline(resources, train=True, run_config={"ops": {"finetuned_reid_model": {"config": TINY}}})
+    assert result.success
+    return engine, resources, result
+
+
+def _meta(result, name):
+    for event in result.get_asset_materialization_events():
+        m = event.event_specific_data.materialization
+        if m.asset_key.to_user_string() == name:
+            return {k: v.value for k, v in m.metadata.items()}
+    raise AssertionError(f"{name} was not materialized")
+
+
+def test_trained_model_is_published_only_if_it_beats_the_published_configuration(trained):
+    engine, _, result = trained
+    model = _meta(result, "finetuned_reid_model")
+    assert model["model_version"].startswith("ft-") and len(model["history"].splitlines()) == 2 + 2  # 2 epochs
+    version = _meta(result, "finetuned_embeddings")["version"]
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.asset_key.to_user_string() == "finetuned_embeddings"]
+    with engine.connect() as conn:
+        audit = conn.execute(sa.text("SELECT audit FROM reid_embedding_versions WHERE version = :v"), {"v": version}).scalar()
+        published = dict(conn.execute(sa.text("SELECT model_family, version FROM reid_published_embeddings")).all())
+    assert check.passed and "A/B on the test queries" in check.metadata["audit"].value
+    ab = {row["metric (test queries)"]: row for row in audit["ab"]}
+    names = [k for k in ab["mAP"] if k != "metric (test queries)"]
+    finetuned, current = ("fine-tuned", next(n for n in names if n != "fine-tuned"))
+    better = ab["mAP"][finetuned] > ab["mAP"][current] and ab["rank1"][finetuned] >= ab["rank1"][current]
+    assert audit["beats_published"] is better and audit["promotable"] is better
+    assert (published.get("finetuned") == version) is better
+    report = _meta(result, "embedding_report")["comparison"]
+    assert "fine-tuned ResNet50 (triplet)" in report
+
+
+def test_a_model_that_is_worse_is_not_published(trained):
+    engine, resources, result = trained
+    version = _meta(result, "finetuned_embeddings")["version"]
+    with engine.connect() as conn:
+        before = dict(conn.execute(sa.text("SELECT model_family, version FROM reid_published_embeddings")).all())
+    emb_core.record_audit(engine, version, True, {"passed": True, "promotable": False, "beats_published": False})
+    with engine.begin() as conn:  # as if it had not been published yet
+        conn.execute(sa.text("DELETE FROM reid_published_embeddings WHERE model_family = 'finetuned'"))
+        conn.execute(sa.text("UPDATE reid_embedding_versions SET status = 'complete' WHERE version = :v"), {"v": version})
+    with pytest.raises(emb_core.EmbeddingError, match="does not beat the published configuration"):
+        emb_core.publish(engine, version)
+    again = dg.materialize([embeddings.published_embeddings], resources=resources)
+    assert "does not beat the published configuration" in _meta(again, "published_embeddings")["publish"]
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.text("SELECT model_family, version FROM reid_published_embeddings")).all())
+    assert "finetuned" not in after
+    assert {k: v for k, v in before.items() if k != "finetuned"} == after
