@@ -53,7 +53,7 @@ def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name:
         WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE
           AND (NOT :exclude OR d.id NOT IN (SELECT detection_id FROM reid_eval_splits
                                             WHERE split_name = :split AND role IN ('val_query', 'test_query')))
-        ORDER BY d.id
+        ORDER BY 4, d.id
         """), {"exclude": exclude_eval_queries, "split": split_name}).all()
     keys = unique_keys([r[3] for r in rows])
     return [(r[0], r[1], r[2], key) for r, key in zip(rows, keys)]
@@ -121,8 +121,11 @@ def load_manifest(engine: sa.Engine, version: str) -> Manifest:
         if head is None:
             raise ValueError(f"no training manifest {version!r}")
         rows = conn.execute(sa.text(
-            """SELECT t.detection_id::text, t.identity, t.split, c.path FROM reid_training_items t
-               JOIN reid_crops c ON c.detection_id = t.detection_id WHERE t.version = :v ORDER BY t.detection_id"""),
+            f"""SELECT t.detection_id::text, t.identity, t.split, c.path FROM reid_training_items t
+                JOIN reid_crops c ON c.detection_id = t.detection_id
+                JOIN detections d ON d.id = t.detection_id
+                LEFT JOIN reid_image_files f ON f.image_id = d.image_id
+                WHERE t.version = :v ORDER BY {SPLIT_KEY_SQL}, d.id"""),  # the same order in any database
             {"v": version}).all()
     items = [{"detection_id": r[0], "identity": r[1], "split": r[2], "crop": r[3]} for r in rows]
     return Manifest(version=version, items=items, stats=head.stats, config=head.config)
