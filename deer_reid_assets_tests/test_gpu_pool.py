@@ -1,6 +1,9 @@
 """GPU steps share one GPU: with the `gpu` pool limited to 1 on a real Dagster instance (PostgreSQL
 storage, the project's dagster.yaml), GPU-pooled steps of two runs launched at once, in two
-processes, never overlap. With a limit of 2 the same steps do overlap, so the check can fail."""
+processes, never overlap. The steps hold the GPU the way the real GPU assets do: pool slot plus the
+advisory lock of ComputeResource.exclusive (dagster-postgres claims slots on an autocommit connection,
+so two claims at the same instant can both win; the lock closes that gap). With two slots and no
+lock the same steps do overlap, so the check can fail."""
 
 import json
 import multiprocessing
@@ -14,28 +17,29 @@ import pytest
 
 from deer_reid_assets.core import db
 from deer_reid_assets.defs.instance import REPO_ROOT, set_gpu_pool_limit
-from deer_reid_assets.defs.resources import GPU_POOL
+from deer_reid_assets.defs.resources import GPU_POOL, ComputeResource, DatabaseResource
 
 
 def _gpu_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, pool=GPU_POOL)
-    def _asset(context: dg.AssetExecutionContext) -> dict:
-        start = time.time()
-        info = context.instance.event_log_storage.get_concurrency_info(GPU_POOL)
-        time.sleep(2.0)
-        return {"start": start, "end": time.time(),
-                "claimed": [(s.run_id[:8], s.step_key) for s in info.claimed_slots],
-                "env": sorted(k for k in os.environ if k.startswith(("DAGSTER", "DEER")))}
+    def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, compute: ComputeResource) -> dict:
+        with compute.exclusive(database.get_engine()):
+            start = time.time()
+            info = context.instance.event_log_storage.get_concurrency_info(GPU_POOL)
+            time.sleep(2.0)
+            return {"start": start, "end": time.time(),
+                    "claimed": [(s.run_id[:8], s.step_key) for s in info.claimed_slots]}
 
     return _asset
 
 
-def _run_in_process(dagster_home: str, storage_url: str, name: str, out: str) -> None:
+def _run_in_process(dagster_home: str, storage_url: str, app_url: str, lock: bool, name: str, out: str) -> None:
     """Child process: one run of one GPU-pooled asset on the shared instance."""
     os.environ["DAGSTER_HOME"] = dagster_home
     os.environ["DAGSTER_PG_URL"] = storage_url
+    resources = {"database": DatabaseResource(url=app_url), "compute": ComputeResource(device="cpu", lock_on_cpu=lock)}
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize([_gpu_asset(name)], instance=instance)
+        result = dg.materialize([_gpu_asset(name)], instance=instance, resources=resources)
         Path(out).write_text(json.dumps(result.output_for_node(name)))
 
 
@@ -49,13 +53,13 @@ def dagster_home(pg_server, tmp_path):
     return home, db.with_database(pg_server, name)
 
 
-def _two_runs_at_once(dagster_home, slots: int, tmp_path):
+def _two_runs_at_once(dagster_home, slots: int, tmp_path, app_url: str, lock: bool):
     home, url = dagster_home
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         set_gpu_pool_limit(instance, slots)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_run_in_process, args=(str(home), url, n, str(tmp_path / f"{n}.json")))
+    procs = [ctx.Process(target=_run_in_process, args=(str(home), url, app_url, lock, n, str(tmp_path / f"{n}.json")))
              for n in ("gpu_step_a", "gpu_step_b")]
     for p in procs:
         p.start()
@@ -76,12 +80,12 @@ def _two_runs_at_once(dagster_home, slots: int, tmp_path):
     return overlap
 
 
-def test_gpu_steps_of_two_runs_never_overlap(dagster_home, tmp_path, monkeypatch):
+def test_gpu_steps_of_two_runs_never_overlap(dagster_home, tmp_path, monkeypatch, empty_db_url):
     monkeypatch.setenv("DAGSTER_PG_URL", dagster_home[1])
-    overlap = _two_runs_at_once(dagster_home, 1, tmp_path)
+    overlap = _two_runs_at_once(dagster_home, 1, tmp_path, empty_db_url, lock=True)
     assert overlap <= 0, f"GPU steps of two runs overlapped by {overlap:.2f} s"
 
 
-def test_with_two_slots_the_same_steps_do_overlap(dagster_home, tmp_path, monkeypatch):
+def test_with_two_slots_and_no_lock_the_same_steps_do_overlap(dagster_home, tmp_path, monkeypatch, empty_db_url):
     monkeypatch.setenv("DAGSTER_PG_URL", dagster_home[1])
-    assert _two_runs_at_once(dagster_home, 2, tmp_path) > 0.5
+    assert _two_runs_at_once(dagster_home, 2, tmp_path, empty_db_url, lock=False) > 0.5

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import sqlalchemy as sa
 
@@ -184,3 +186,23 @@ def make_engine(url: str) -> sa.Engine:
             "(install pgvector on that server, or leave DATABASE_URL unset to use the embedded PostgreSQL)"
         )
     return engine
+
+
+GPU_LOCK_KEY = 0x5EED_06B0
+
+
+@contextmanager
+def gpu_lock(engine: sa.Engine) -> Iterator[None]:
+    """Hold the one GPU exclusively (a session-level advisory lock on the application database).
+
+    The Dagster pool `gpu` (limit 1) is what queues GPU steps; this lock is a second, atomic guard:
+    dagster-postgres 0.29 claims pool slots on an autocommit connection, so two steps that claim at
+    the same instant can both get the one slot. Whoever holds this lock owns the GPU."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": GPU_LOCK_KEY})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": GPU_LOCK_KEY})
+            conn.commit()

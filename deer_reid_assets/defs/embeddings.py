@@ -69,11 +69,12 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
         engine = database.get_engine()
         embedder = make_embedder(family, database, compute, model_weights)
         context.log.info(f"weights: {embedder.weights.description}")
-        report = emb_core.embed_crops(
-            engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
-            seed=model_weights.seed, chunk=config.chunk, refit=config.refit_projection,
-            progress=progress_logger(context, name),
-        )
+        with compute.exclusive(engine):
+            report = emb_core.embed_crops(
+                engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
+                seed=model_weights.seed, chunk=config.chunk, refit=config.refit_projection,
+                progress=progress_logger(context, name),
+            )
         return dg.MaterializeResult(metadata={
             "version": report.version,
             "weights": embedder.weights.description,

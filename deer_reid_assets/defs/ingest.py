@@ -1,5 +1,6 @@
 """Ingest assets: camera photos in, detections found, crops cut."""
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -92,9 +93,10 @@ class DetectionsConfig(dg.Config):
 def detections(context: dg.AssetExecutionContext, config: DetectionsConfig, database: DatabaseResource,
                compute: ComputeResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    report = detector.detect_pending(engine, config.detector_weights, classes=config.classes,
-                                     min_confidence=config.min_confidence, device=compute.resolve(),
-                                     progress=progress_logger(context, "detector"))
+    with compute.exclusive(engine) if config.detector_weights else nullcontext():
+        report = detector.detect_pending(engine, config.detector_weights, classes=config.classes,
+                                         min_confidence=config.min_confidence, device=compute.resolve(),
+                                         progress=progress_logger(context, "detector"))
     if report.weights is None:
         context.log.info(f"detector: none configured; {report.pending_before} photo(s) without detections stay pending")
     else:

@@ -1,6 +1,7 @@
 """Resources: where the database, the images, the weights and the compute are."""
 
 import functools
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -62,10 +63,18 @@ class ComputeResource(dg.ConfigurableResource):
     batch_size: int = Field(default=32, description="Crops per forward pass.")
     gpu_pool: str = Field(default=GPU_POOL, description="Concurrency pool of GPU steps.")
 
+    lock_on_cpu: bool = Field(default=False, description="Take the GPU lock even when running on the CPU.")
+
     def resolve(self) -> str:
         from deer_reid_assets.core.models import resolve_device
 
         return resolve_device(self.device)
+
+    def exclusive(self, engine: sa.Engine):
+        """Context manager: the GPU lock (db.gpu_lock) around GPU work; nothing to hold on a CPU."""
+        if self.lock_on_cpu or self.resolve().startswith("cuda"):
+            return db.gpu_lock(engine)
+        return nullcontext()
 
 
 class ModelWeightsResource(dg.ConfigurableResource):

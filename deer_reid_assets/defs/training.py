@@ -120,8 +120,9 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
         context.log.info(f"epoch {epoch.epoch}/{cfg.epochs}: loss {epoch.loss:.4f}, val mAP {epoch.val_mAP:.3f}, "
                          f"rank-1 {epoch.val_rank1:.3f}, {epoch.images_per_s:.1f} img/s")
 
-    result = training.train(train_items, val_items, cfg, out_dir, device=device,
-                            manifest_version=manifest_version, progress=report)
+    with compute.exclusive(engine):
+        result = training.train(train_items, val_items, cfg, out_dir, device=device,
+                                manifest_version=manifest_version, progress=report)
     history = result.history_frame()
     version = training_store.register_model(
         engine, manifest_version=manifest_version, checkpoint=result.checkpoint, config=cfg.to_json(),
