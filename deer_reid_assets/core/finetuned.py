@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .models import EMBEDDING_DIM, MODEL_CODE_VERSION, FeatureProjection, resolve_device
+from .models import EMBEDDING_DIM, Embedder, FeatureProjection, resolve_device
 from .training import embed_images, load_reid_model
 
 
@@ -45,11 +45,4 @@ class FinetunedEmbedder:
             self.projection = identity_projection()
         return self.projection.transform(self.raw_features(images))
 
-    def version_key(self) -> dict:
-        return {
-            "family": self.family,
-            "weights_id": self.weights.weights_id,
-            "projection": self.projection.fingerprint() if self.projection is not None else None,
-            "image_size": self.image_size,
-            "code_version": MODEL_CODE_VERSION,
-        }
+    version_key = Embedder.version_key  # family, weights, projection, image size, code version

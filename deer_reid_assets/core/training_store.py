@@ -3,25 +3,18 @@ says which manifest and config produced it, its sha256 and its training history.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import sqlalchemy as sa
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from .imaging import sha256_file
 
 
 def register_model(engine: sa.Engine, *, manifest_version: str, checkpoint: Path, config: dict, history: list[dict],
                    best_val_map: float | None, device: str) -> str:
     """Record a trained checkpoint; returns its version ``ft-<sha256[:10]>`` (the same file = the same version)."""
-    sha = file_sha256(checkpoint)
+    sha = sha256_file(checkpoint)
     version = f"ft-{sha[:10]}"
     with engine.begin() as conn:
         conn.execute(sa.text(
@@ -39,6 +32,6 @@ def latest_model(engine: sa.Engine) -> dict | None:
         rows = conn.execute(sa.text("SELECT * FROM reid_models ORDER BY created_at DESC")).mappings().all()
     for row in rows:
         path = Path(row["checkpoint_path"])
-        if path.is_file() and file_sha256(path) == row["checkpoint_sha256"]:
+        if path.is_file() and sha256_file(path) == row["checkpoint_sha256"]:
             return dict(row)
     return None
