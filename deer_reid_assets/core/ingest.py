@@ -261,31 +261,40 @@ def import_sidecar_folder(engine: sa.Engine, root: Path, *, batch: str | None = 
     return report
 
 
+def _admit(conn, path: Path, report: ImportReport, loc_cache, *, camera: str | None = None,
+           camera_info: dict | None = None, timestamp: datetime | None = None):
+    """Hash, de-duplicate and decode one photo -> (image, sha256); None when it is skipped (already
+    imported) or unusable (recorded in the report, and as a 'failed' image row when unreadable)."""
+    sha = sha256_file(path)
+    if _already_imported(conn, sha):
+        report.images_already_imported += 1
+        return None
+    problem = _make_room_at_path(conn, path)
+    if problem is None:
+        try:
+            return load_image(path), sha
+        except ImageError as exc:
+            problem = str(exc)
+            _insert_image(conn, path=path, camera=camera, camera_info=camera_info, timestamp=timestamp,
+                          batch=report.batch, loc_cache=loc_cache, status="failed", error=problem, sha=sha,
+                          size=None, exif=None)
+    report.images_failed += 1
+    report.failures.append((str(path), problem))
+    return None
+
+
 def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, report: ImportReport, loc_cache) -> None:
     path = root / entry["file"]
     if not path.is_file():
         report.images_failed += 1
         report.failures.append((str(path), "file not found"))
         return
-    sha = sha256_file(path)
-    if _already_imported(conn, sha):
-        report.images_already_imported += 1
-        return
-    conflict = _make_room_at_path(conn, path)
-    if conflict:
-        report.images_failed += 1
-        report.failures.append((str(path), conflict))
-        return
     camera = entry.get("camera")
     timestamp = _parse_time(entry["timestamp"], str(path)) if "timestamp" in entry else None
-    try:
-        img = load_image(path)
-    except ImageError as exc:
-        _insert_image(conn, path=path, camera=camera, camera_info=cameras.get(camera), timestamp=timestamp,
-                      batch=report.batch, loc_cache=loc_cache, status="failed", error=str(exc), sha=sha, size=None, exif=None)
-        report.images_failed += 1
-        report.failures.append((str(path), str(exc)))
+    admitted = _admit(conn, path, report, loc_cache, camera=camera, camera_info=cameras.get(camera), timestamp=timestamp)
+    if admitted is None:
         return
+    img, sha = admitted
     pending = bool(entry.get("pending"))
     image_id = _insert_image(conn, path=path, camera=camera, camera_info=cameras.get(camera), timestamp=timestamp,
                              batch=report.batch, loc_cache=loc_cache, status="pending" if pending else "completed",
@@ -345,23 +354,10 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
     for start in range(0, len(files), chunk):
         with engine.begin() as conn:
             for name, file in files[start : start + chunk]:
-                sha = sha256_file(file)
-                if _already_imported(conn, sha):
-                    report.images_already_imported += 1
+                admitted = _admit(conn, file, report, loc_cache)
+                if admitted is None:
                     continue
-                conflict = _make_room_at_path(conn, file)
-                if conflict:
-                    report.images_failed += 1
-                    report.failures.append((str(file), conflict))
-                    continue
-                try:
-                    img = load_image(file)
-                except ImageError as exc:
-                    _insert_image(conn, path=file, camera=None, camera_info=None, timestamp=None, batch=report.batch,
-                                  loc_cache=loc_cache, status="failed", error=str(exc), sha=sha, size=None, exif=None)
-                    report.images_failed += 1
-                    report.failures.append((str(file), str(exc)))
-                    continue
+                img, sha = admitted
                 image_id = _insert_image(conn, path=file, camera=None, camera_info=None, timestamp=None,
                                          batch=report.batch, loc_cache=loc_cache, status="completed", error=None,
                                          sha=sha, size=img.size, exif=exif_summary(img))
