@@ -217,7 +217,7 @@ def materialize_all(run_config: dict, resources: dict, instance, partition: str 
 @click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
 @click.option("--train/--no-train", default=True, show_default=True,
-              help="Train the deer-specific model too (the CPU profile on a CPU: about 1 minute here).")
+              help="Train the deer-specific model too (the CPU profile on a CPU: about 2 minutes here).")
 @_fail_cleanly
 def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool, train: bool) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
