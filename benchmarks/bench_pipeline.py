@@ -20,9 +20,14 @@ from pathlib import Path
 
 import torch
 
-from deer_reid_assets.core import crops, db, embeddings, ingest, matching, migrations
-from deer_reid_assets.core.models import Embedder
-from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.core.ingest import crops
+from deer_reid_assets.core.store import db
+from deer_reid_assets.core.embed import versions as embeddings
+from deer_reid_assets.core.ingest import importer as ingest
+from deer_reid_assets.core import matching
+from deer_reid_assets.core.store import migrations
+from deer_reid_assets.core.embed.backbones import Embedder
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 
 def machine() -> str:

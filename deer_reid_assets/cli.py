@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from deer_reid_assets.core import db
+from deer_reid_assets.core.store import db
 
 
 class CliError(click.ClickException):
@@ -31,10 +31,10 @@ def _fail_cleanly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from deer_reid_assets.core.embeddings import EmbeddingError
-        from deer_reid_assets.core.imaging import ImageError
-        from deer_reid_assets.core.ingest import SidecarError
-        from deer_reid_assets.core.migrations import MigrationError
+        from deer_reid_assets.core.embed.versions import EmbeddingError
+        from deer_reid_assets.core.ingest.imaging import ImageError
+        from deer_reid_assets.core.ingest.importer import SidecarError
+        from deer_reid_assets.core.store.migrations import MigrationError
 
         try:
             return fn(*args, **kwargs)
@@ -45,7 +45,7 @@ def _fail_cleanly(fn):
 
 
 def _engine():
-    from deer_reid_assets.core import migrations
+    from deer_reid_assets.core.store import migrations
 
     engine = db.make_engine(db.database_url())
     pending = [name for name, state in migrations.status(engine) if state == "pending"]
@@ -94,7 +94,7 @@ def db_stop() -> None:
 @_fail_cleanly
 def db_status() -> None:
     """Where the database is, whether it answers, and the migrations applied."""
-    from deer_reid_assets.core import migrations
+    from deer_reid_assets.core.store import migrations
 
     if not os.environ.get("DATABASE_URL") and not db.embedded().is_running():
         raise CliError(f"deer-reid: the embedded PostgreSQL in {db.embedded().pgdata} is not running (deer-reid db start)")
@@ -122,7 +122,7 @@ def db_url(dagster: bool) -> None:
 @_fail_cleanly
 def db_migrate(baseline: str | None) -> None:
     """Apply pending migrations (starts the embedded PostgreSQL when needed)."""
-    from deer_reid_assets.core import migrations
+    from deer_reid_assets.core.store import migrations
 
     engine = db.make_engine(db.database_url())
     done = migrations.migrate(engine, baseline=baseline)
@@ -139,7 +139,7 @@ def db_migrate(baseline: str | None) -> None:
 @_fail_cleanly
 def generate(out_dir: Path, images: int, bucks: int, does: int, seed: int) -> None:
     """Generate synthetic trail-camera photos with ground truth into OUT_DIR."""
-    from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+    from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
     summary = generate_dataset(out_dir, SyntheticConfig(n_images=images, n_bucks=bucks, n_does=does, seed=seed))
     click.echo(f"{summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer "
@@ -152,7 +152,7 @@ def generate(out_dir: Path, images: int, bucks: int, does: int, seed: int) -> No
 @_fail_cleanly
 def import_crops(directory: Path, sex: str) -> None:
     """Import labelled crops laid out DIRECTORY/<deer name>/<crop>.jpg (then evaluate)."""
-    from deer_reid_assets.core.ingest import import_crop_folders
+    from deer_reid_assets.core.ingest.importer import import_crop_folders
 
     report = import_crop_folders(_engine(), directory, sex=sex)
     click.echo(f"{report.images_new} crops imported ({report.images_already_imported} already there, "
@@ -221,8 +221,8 @@ def materialize_all(run_config: dict, resources: dict, instance, partition: str 
 @_fail_cleanly
 def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool, train: bool) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
-    from deer_reid_assets.core import migrations
-    from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+    from deer_reid_assets.core.store import migrations
+    from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
     from deer_reid_assets.definitions import default_resources
     from deer_reid_assets.defs.resources import ImageStoreResource, ModelWeightsResource
 
@@ -287,7 +287,7 @@ def _print_metrics(metadata: dict) -> None:
 @_fail_cleanly
 def serve(host: str, port: int) -> None:
     """The Dagster UI (dagster-webserver) and daemon against this project's PostgreSQL."""
-    from deer_reid_assets.core import migrations
+    from deer_reid_assets.core.store import migrations
     from deer_reid_assets.defs.instance import REPO_ROOT
 
     url = db.database_url()
@@ -333,8 +333,9 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
           projection_sample: int, no_publish: bool) -> None:
     """(Re-)embed every usable crop, in committed chunks: an interrupted run resumes where it stopped;
     a complete version is audited and published only when the audit passes."""
-    from deer_reid_assets.core import audit, embeddings
-    from deer_reid_assets.core.models import Embedder
+    from deer_reid_assets.core import audit
+    from deer_reid_assets.core.embed import versions as embeddings
+    from deer_reid_assets.core.embed.backbones import Embedder
 
     engine = _engine()
     artifacts = db.reid_home() / "store" / "artifacts"
@@ -401,7 +402,7 @@ def embeddings_group() -> None:
 @_fail_cleanly
 def embeddings_list() -> None:
     """Every embedding version with its status, audit and coverage."""
-    from deer_reid_assets.core import embeddings
+    from deer_reid_assets.core.embed import versions as embeddings
 
     engine = _engine()
     with engine.connect() as conn:
@@ -424,7 +425,8 @@ def embeddings_rollback(version: str, threshold: float) -> None:
     re-match, all recorded in the Dagster instance as materializations of the assets it changed."""
     import dagster as dg
 
-    from deer_reid_assets.core import embeddings, matching
+    from deer_reid_assets.core.embed import versions as embeddings
+    from deer_reid_assets.core import matching
 
     engine = _engine()
     replaced = embeddings.publish(engine, version)
@@ -454,7 +456,8 @@ def embeddings_rollback(version: str, threshold: float) -> None:
 @_fail_cleanly
 def evaluate(which: str, queries: str, threshold: float, json_out: Path | None) -> None:
     """Evaluate a published model (or the current matcher configuration) on the stored split."""
-    from deer_reid_assets.core import evaluation, matching
+    from deer_reid_assets.core.evaluation import protocol as evaluation
+    from deer_reid_assets.core import matching
 
     engine = _engine()
     families = {"baseline": "resnet50", "multiscale": "multiscale", "efficientnet": "efficientnet",

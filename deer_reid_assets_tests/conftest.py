@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deer_reid_assets.core import db, migrations
+from deer_reid_assets.core.store import db
+from deer_reid_assets.core.store import migrations
 
 
 @pytest.fixture(scope="session")

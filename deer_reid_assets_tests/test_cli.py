@@ -3,7 +3,7 @@
 from click.testing import CliRunner
 
 from deer_reid_assets.cli import main
-from deer_reid_assets.core import migrations
+from deer_reid_assets.core.store import migrations
 
 
 def _run(args, env=None):

@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core import crops, imaging
-from deer_reid_assets.core import schema as t
-from deer_reid_assets.core.imaging import BoxError, ImageError, PixelBox, clamp_box, load_image, parse_bbox
-from deer_reid_assets.core.ingest import import_sidecar_folder
+from deer_reid_assets.core.ingest import crops
+from deer_reid_assets.core.ingest import imaging
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest.imaging import BoxError, ImageError, PixelBox, clamp_box, load_image, parse_bbox
+from deer_reid_assets.core.ingest.importer import import_sidecar_folder
 
 H, W = 240, 320
 TOLERANCE = 3.0  # mean absolute difference allowed by JPEG quality 95 on this texture

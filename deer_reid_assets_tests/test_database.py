@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from deer_reid_assets.core import db, migrations, schema
+from deer_reid_assets.core.store import db
+from deer_reid_assets.core.store import migrations
+from deer_reid_assets.core.store import schema
 
 
 def _columns(engine, table):

@@ -7,7 +7,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core import detector, ingest
+from deer_reid_assets.core.ingest import detector
+from deer_reid_assets.core.ingest import importer as ingest
 
 
 @pytest.fixture

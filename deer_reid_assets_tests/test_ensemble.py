@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deer_reid_assets.core import metrics
-from deer_reid_assets.core.ensemble import (
+from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.evaluation.ensemble import (
     CURVE_COLUMNS,
     DEFAULT_WEIGHTS,
     ROADMAP_WEIGHT,
@@ -19,7 +19,7 @@ from deer_reid_assets.core.ensemble import (
     ensemble_vectors,
     search_weights,
 )
-from deer_reid_assets.core.metrics import EvalSplit, identity_split
+from deer_reid_assets.core.evaluation.metrics import EvalSplit, identity_split
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core import matching
-from deer_reid_assets.core import schema as t
+from deer_reid_assets.core.store import schema as t
 
 from .test_matching import DIM, add_deer, add_detection, add_version
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from deer_reid_assets.core import db
+from deer_reid_assets.core.store import db
 from deer_reid_assets.defs.instance import REPO_ROOT, set_gpu_pool_limit
 from deer_reid_assets.defs.resources import GPU_POOL, ComputeResource, DatabaseResource
 

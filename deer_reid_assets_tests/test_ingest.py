@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core import schema as t
-from deer_reid_assets.core.ingest import SidecarError, import_crop_folders, import_sidecar_folder, load_sidecar
-from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest.importer import SidecarError, import_crop_folders, import_sidecar_folder, load_sidecar
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 CONFIG = SyntheticConfig(n_images=24, n_bucks=4, n_does=2, seed=3)
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core import matching
-from deer_reid_assets.core import schema as t
+from deer_reid_assets.core.store import schema as t
 
 DIM = t.EMBEDDING_DIM
 VERSION = "r50-test"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deer_reid_assets.core.metrics import (
+from deer_reid_assets.core.evaluation.metrics import (
     ASSIGNMENT_KEYS,
     EvalSplit,
     EvaluationReport,
@@ -28,7 +28,7 @@ from deer_reid_assets.core.metrics import (
     split_roles,
     threshold_sweep,
 )
-from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
+from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
 
 
 def unit(angle_degrees: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for deer_reid_assets.core.models (seeded random weights, 64 px images, CPU)."""
+"""Tests for deer_reid_assets.core.embed.backbones (seeded random weights, 64 px images, CPU)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from efficientnet_pytorch import EfficientNet
 from PIL import Image
 from torchvision.models import resnet50
 
-from deer_reid_assets.core import models
-from deer_reid_assets.core.models import (
+from deer_reid_assets.core.embed import backbones as models
+from deer_reid_assets.core.embed.backbones import (
     EMBEDDING_DIM,
     MODEL_CODE_VERSION,
     MODEL_FAMILIES,

@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from deer_reid_assets.core import embeddings
-from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.core.embed import versions as embeddings
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.definitions import ALL_ASSETS
 from deer_reid_assets_tests.helpers import TRAINING, run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource

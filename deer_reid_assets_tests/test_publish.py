@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from deer_reid_assets.cli import main
-from deer_reid_assets.core import embeddings as emb_core
-from deer_reid_assets.core.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.core.embed import versions as emb_core
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.defs import embeddings
 from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core import db
+from deer_reid_assets.core.store import db
 from deer_reid_assets.defs.ingest import camera_images, upload_batches
 from deer_reid_assets.defs.resources import DatabaseResource, ImageStoreResource
 from deer_reid_assets.defs.sensors import camera_upload_sensor

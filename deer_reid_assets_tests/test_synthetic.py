@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deer_reid_assets.core.synthetic import (
+from deer_reid_assets.demo.synthetic import (
     DETECTIONS_FORMAT,
     GROUND_TRUTH_FORMAT,
     DatasetSummary,

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from deer_reid_assets.core import metrics
-from deer_reid_assets.core import training as T
+from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.reid import training as T
 
 SIZE = 48
 

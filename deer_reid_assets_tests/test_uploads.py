@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deer_reid_assets.core.uploads import ScanResult, camera_key, scan_uploads
+from deer_reid_assets.core.ingest.uploads import ScanResult, camera_key, scan_uploads
 
 T0 = datetime(2026, 10, 3, 5, 0, tzinfo=timezone.utc).timestamp()  # a fixed "capture" time
 DAY = 86400.0
@@ -300,7 +300,7 @@ def test_malformed_cursor_raises_value_error(tmp_path, cursor):
 
 def test_malformed_cursor_wrong_inner_shapes(tmp_path):
     good = json.loads(scan_uploads(tmp_path, None, now=T0).cursor)
-    from deer_reid_assets.core.uploads import _pack
+    from deer_reid_assets.core.ingest.uploads import _pack
 
     for patch in (
         {"submitted": _pack({"a": 1})},
@@ -351,7 +351,7 @@ def test_cursor_size_for_12000_paths():
     random 16-hex names < 250 KB (measured ~166 KB)."""
     import random
 
-    from deer_reid_assets.core.uploads import _State, _dump_cursor, _load_cursor
+    from deer_reid_assets.core.ingest.uploads import _State, _dump_cursor, _load_cursor
 
     rng = random.Random(0)
     cases = {

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from . import metrics
-from .embeddings import coverage, load_embeddings, published_version
-from .evaluation import labelled_matrices
+from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.embed.versions import coverage, load_embeddings, published_version
+from deer_reid_assets.core.evaluation.protocol import labelled_matrices
 
 REGRESSION_METRICS = ("rank1", "mAP", "best_assignment_rate")
 
@@ -139,10 +139,10 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
                                         max_false_match_rate: float, seed: int) -> None:
     """A/B on the TEST queries: the fine-tuned model is published only if it beats what the matcher
     uses now (the tuned ensemble, else the baseline): higher mAP and rank-1 not lower."""
-    from .evaluation import evaluate_configurations
-    from .matching import matcher_setup
+    from deer_reid_assets.core.evaluation.protocol import evaluate_configurations
+    from deer_reid_assets.core.matching import matcher_setup
 
-    from .embeddings import latest_version
+    from deer_reid_assets.core.embed.versions import latest_version
 
     try:
         models, current_threshold, method = matcher_setup(engine, "auto", threshold, include_finetuned=False)

@@ -27,7 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from . import schema as t
+from deer_reid_assets.core.store import schema as t
 
 LEGACY_PROFILE_VERSION = "legacy"
 
@@ -66,7 +66,7 @@ def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
 
 def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
     """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table)."""
-    from .embeddings import load_embeddings
+    from deer_reid_assets.core.embed.versions import load_embeddings
 
     with engine.begin() as conn:
         labelled = labelled_detection_ids(conn)
@@ -96,7 +96,7 @@ def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_de
 
 def legacy_version(family: str) -> str:
     """Profile version holding the vectors a deer-table column had before this pipeline wrote to it."""
-    from .embeddings import FAMILY_CODES
+    from deer_reid_assets.core.embed.versions import FAMILY_CODES
 
     return f"{LEGACY_PROFILE_VERSION}-{FAMILY_CODES[family]}"
 

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core import audit as audit_core
-from deer_reid_assets.core import embeddings as emb_core
+from deer_reid_assets.core.embed import versions as emb_core
 
 from .automation import DOWNSTREAM, PUBLISH
 from .common import OWNERS, md_image, md_table, progress_logger
@@ -41,7 +41,7 @@ class AuditConfig(dg.Config):
 
 def _pretrained_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
                          model_weights: ModelWeightsResource):
-    from deer_reid_assets.core.models import Embedder
+    from deer_reid_assets.core.embed.backbones import Embedder
 
     return Embedder(family, model_weights.weights, seed=model_weights.seed, image_size=model_weights.image_size,
                     device=compute.resolve(), batch_size=compute.batch_size)
@@ -147,8 +147,8 @@ efficientnet_embeddings, efficientnet_audit = embedding_asset(
 
 def _finetuned_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
                         model_weights: ModelWeightsResource):
-    from deer_reid_assets.core.finetuned import FinetunedEmbedder
-    from deer_reid_assets.core.training_store import latest_model
+    from deer_reid_assets.core.embed.finetuned import FinetunedEmbedder
+    from deer_reid_assets.core.store.reid_models import latest_model
 
     model = latest_model(database.get_engine())
     if model is None:

@@ -6,10 +6,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from deer_reid_assets.core import embeddings as emb_core
-from deer_reid_assets.core import evaluation
-from deer_reid_assets.core.metrics import compare_reports
-from deer_reid_assets.core.plots import comparison_plot, evaluation_plot
+from deer_reid_assets.core.embed import versions as emb_core
+from deer_reid_assets.core.evaluation import protocol as evaluation
+from deer_reid_assets.core.evaluation.metrics import compare_reports
+from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
 
 from .common import OWNERS, md_image
 from deer_reid_assets.core.matching import ENSEMBLE_FAMILIES, current_ensemble

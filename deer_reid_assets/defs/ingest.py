@@ -9,8 +9,9 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from deer_reid_assets.core import crops as crops_core
-from deer_reid_assets.core import detector, ingest
+from deer_reid_assets.core.ingest import crops as crops_core
+from deer_reid_assets.core.ingest import detector
+from deer_reid_assets.core.ingest import importer as ingest
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, md_table, progress_logger

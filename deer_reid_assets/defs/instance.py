@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from deer_reid_assets.core import db
+from deer_reid_assets.core.store import db
 
 from .resources import GPU_POOL
 

@@ -6,9 +6,10 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from deer_reid_assets.core import evaluation, matching
-from deer_reid_assets.core import schema as t
-from deer_reid_assets.core.plots import ensemble_curve_plot
+from deer_reid_assets.core.evaluation import protocol as evaluation
+from deer_reid_assets.core import matching
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.evaluation.plots import ensemble_curve_plot
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, md_image, md_table

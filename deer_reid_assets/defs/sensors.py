@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from deer_reid_assets.core.uploads import scan_uploads
+from deer_reid_assets.core.ingest.uploads import scan_uploads
 
 from .ingest import camera_images, upload_batches
 from .resources import ImageStoreResource

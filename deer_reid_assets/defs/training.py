@@ -8,7 +8,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from deer_reid_assets.core import evaluation, training_store, triplet_data
+from deer_reid_assets.core.evaluation import protocol as evaluation
+from deer_reid_assets.core.store import reid_models as training_store
+from deer_reid_assets.core.reid import triplet_data
 
 from .common import OWNERS, md_image, md_table
 from .ingest import crops
@@ -69,7 +71,7 @@ class TrainingRunConfig(dg.Config):
 
 
 def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
-    from deer_reid_assets.core.training import TrainConfig
+    from deer_reid_assets.core.reid.training import TrainConfig
 
     profile = run.profile if run.profile != "auto" else ("full" if device.startswith("cuda") else "cpu")
     if profile not in ("full", "cpu"):
@@ -94,8 +96,8 @@ def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
 def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunConfig, database: DatabaseResource,
                          image_store: ImageStoreResource, compute: ComputeResource,
                          model_weights: ModelWeightsResource) -> dg.MaterializeResult:
-    from deer_reid_assets.core import training
-    from deer_reid_assets.core.plots import training_curve_plot
+    from deer_reid_assets.core.reid import training
+    from deer_reid_assets.core.evaluation.plots import training_curve_plot
 
     engine = database.get_engine()
     manifest_version = _latest_manifest(context)

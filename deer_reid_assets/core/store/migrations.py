@@ -63,7 +63,7 @@ class Migration:
 
 def default_migrations_dir() -> Path:
     """``migrations/`` at the repository root (the project is installed editable)."""
-    candidate = Path(__file__).resolve().parents[2] / "migrations"
+    candidate = Path(__file__).resolve().parents[3] / "migrations"
     if not candidate.is_dir():
         raise MigrationError(f"no migrations folder at {candidate}: install the project with `pip install -e .`")
     return candidate

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from . import ensemble, metrics
-from . import schema as t
-from .embeddings import load_embeddings
+from deer_reid_assets.core.evaluation import ensemble
+from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.embed.versions import load_embeddings
 
 
 @dataclass

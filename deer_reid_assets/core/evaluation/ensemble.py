@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deer_reid_assets.core import metrics
-from deer_reid_assets.core.metrics import EvalSplit
+from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.evaluation.metrics import EvalSplit
 
 ROADMAP_WEIGHT = 0.6  # the roadmap's starting point: 0.6 * ResNet50 + 0.4 * EfficientNet-B0
 DEFAULT_WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from .evaluation import SPLIT_KEY_SQL, unique_keys
+from deer_reid_assets.core.evaluation.protocol import SPLIT_KEY_SQL, unique_keys
 
 SPLITS = ("train", "val", "test")
 

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .models import EMBEDDING_DIM, Embedder, FeatureProjection, resolve_device
-from .training import embed_images, load_reid_model
+from deer_reid_assets.core.embed.backbones import EMBEDDING_DIM, Embedder, FeatureProjection, resolve_device
+from deer_reid_assets.core.reid.training import embed_images, load_reid_model
 
 
 def identity_projection(dim: int = EMBEDDING_DIM) -> FeatureProjection:

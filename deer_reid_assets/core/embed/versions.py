@@ -20,10 +20,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from . import schema as t
+from deer_reid_assets.core.store import schema as t
 
 if TYPE_CHECKING:  # torch is imported only where models run
-    from .models import Embedder
+    from deer_reid_assets.core.embed.backbones import Embedder
 
 _PUBLISH_LOCK = 0x5EED_0B0B  # advisory lock: one publisher at a time
 FAMILY_CODES = {"resnet50": "r50", "multiscale": "ms", "efficientnet": "effb0", "finetuned": "ft"}
@@ -89,7 +89,7 @@ def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sam
 
     The projection is fitted once per model (on a seeded sample of crops) and reused by later runs,
     so new uploads land in the same version; ``refit=True`` starts a new version."""
-    from .imaging import load_image
+    from deer_reid_assets.core.ingest.imaging import load_image
 
     started = time.perf_counter()
     family = embedder.family
@@ -104,7 +104,7 @@ def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sam
     fitted = False
     written_at_fit = 0
     if existing is not None:
-        from .models import FeatureProjection
+        from deer_reid_assets.core.embed.backbones import FeatureProjection
 
         projection = FeatureProjection.load(Path(existing.config["projection_path"]))
         if projection.fingerprint() != existing.config["projection"]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .imaging import sha256_file
+from deer_reid_assets.core.ingest.imaging import sha256_file
 
 
 def register_model(engine: sa.Engine, *, manifest_version: str, checkpoint: Path, config: dict, history: list[dict],

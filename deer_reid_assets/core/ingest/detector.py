@@ -15,8 +15,8 @@ from typing import Callable
 import sqlalchemy as sa
 from PIL import Image
 
-from . import schema as t
-from .imaging import ImageError, load_image
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest.imaging import ImageError, load_image
 
 
 class DetectorError(ValueError):

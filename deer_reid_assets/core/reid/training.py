@@ -70,8 +70,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from deer_reid_assets.core.imaging import load_image
-from deer_reid_assets.core.models import (
+from deer_reid_assets.core.ingest.imaging import load_image
+from deer_reid_assets.core.embed.backbones import (
     EMBEDDING_DIM,
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 
-from . import schema as t
-from .imaging import IMAGE_SUFFIXES, ImageError, exif_summary, load_image, sha256_file
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest.imaging import IMAGE_SUFFIXES, ImageError, exif_summary, load_image, sha256_file
 
 SIDECAR_FORMAT = "deer-reid-detections/1"
 GROUND_TRUTH_FORMAT = "deer-reid-ground-truth/1"

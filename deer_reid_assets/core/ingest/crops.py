@@ -15,8 +15,8 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from . import schema as t
-from .imaging import BoxError, ImageError, clamp_box, crop, load_image
+from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest.imaging import BoxError, ImageError, clamp_box, crop, load_image
 
 CROP_VERSION = "1"  # bump when cropping changes (margins, format): crops are redone
 MIN_SIDE = 16
