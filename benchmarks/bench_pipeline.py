@@ -26,7 +26,7 @@ from deer_reid_assets.core.embed import versions as embeddings
 from deer_reid_assets.core.ingest import importer as ingest
 from deer_reid_assets.core import matching
 from deer_reid_assets.core.store import migrations
-from deer_reid_assets.core.embed.backbones import Embedder
+from deer_reid_assets.core.embed.embedder import Embedder
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 

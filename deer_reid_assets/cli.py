@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from deer_reid_assets.core import families
 from deer_reid_assets.core.store import db
 
 
@@ -319,7 +320,7 @@ def serve(host: str, port: int) -> None:
 
 @main.command("embed")
 @click.option("--model", "family", default="all", show_default=True,
-              type=click.Choice(["resnet50", "multiscale", "efficientnet", "all"]))
+              type=click.Choice([*families.PRETRAINED, "all"]))
 @click.option("--weights", default="auto", show_default=True, help="'auto', 'imagenet', 'random' or a checkpoint path.")
 @click.option("--image-size", default=224, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
@@ -335,12 +336,12 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
     a complete version is audited and published only when the audit passes."""
     from deer_reid_assets.core import audit
     from deer_reid_assets.core.embed import versions as embeddings
-    from deer_reid_assets.core.embed.backbones import Embedder
 
     engine = _engine()
     artifacts = db.reid_home() / "store" / "artifacts"
-    for name in (["resnet50", "multiscale", "efficientnet"] if family == "all" else [family]):
-        embedder = Embedder(name, weights, image_size=image_size, device=device, batch_size=batch_size)
+    settings = families.EmbedderSettings(weights=weights, image_size=image_size, device=device, batch_size=batch_size)
+    for name in (families.PRETRAINED if family == "all" else [family]):
+        embedder = families.get(name).embedder(engine, settings)
         click.echo(f"{name}: {embedder.weights.description}")
         with click.progressbar(length=1, label=f"  embedding ({name})", show_pos=True) as bar:
             def progress(done: int, total: int) -> None:
@@ -448,7 +449,7 @@ def embeddings_rollback(version: str, threshold: float) -> None:
 
 @main.command("evaluate")
 @click.option("--model", "which", default="current", show_default=True,
-              type=click.Choice(["current", "baseline", "multiscale", "efficientnet", "ensemble", "finetuned"]),
+              type=click.Choice(["current", *(f.label for f in families.FAMILIES.values()), "ensemble"]),
               help="'current' = what the matcher uses now; the others = that published model alone (or the tuned ensemble).")
 @click.option("--queries", default="test", show_default=True, type=click.Choice(["val", "test"]))
 @click.option("--threshold", default=0.40, show_default=True)
@@ -460,13 +461,12 @@ def evaluate(which: str, queries: str, threshold: float, json_out: Path | None) 
     from deer_reid_assets.core import matching
 
     engine = _engine()
-    families = {"baseline": "resnet50", "multiscale": "multiscale", "efficientnet": "efficientnet",
-                "finetuned": "finetuned"}
-    if which in families:
+    if which not in ("current", "ensemble"):
+        family = families.by_label(which).name
         with engine.connect() as conn:
-            version = matching.published_versions(conn).get(families[which])
+            version = matching.published_versions(conn).get(family)
         if version is None:
-            raise CliError(f"deer-reid: no published {families[which]} embeddings (run `deer-reid demo` or embed first)")
+            raise CliError(f"deer-reid: no published {family} embeddings (run `deer-reid demo` or embed first)")
         models, used = {version: 1.0}, threshold
     else:
         models, used, _ = matching.matcher_setup(engine, "auto" if which == "current" else which, threshold)

@@ -66,7 +66,7 @@ def test_failed_audit_blocks_publish_and_everything_after(world):
 
 def test_code_version_bump_requests_the_model_and_its_downstream(world):
     instance, _, resources, cursor = world
-    bumped, bumped_audit = embeddings.embedding_asset("multiscale_embeddings", "multiscale", "bumped", code_version="2")
+    bumped, bumped_audit = embeddings.embedding_asset("multiscale", "bumped", code_version="2")
     assets = [bumped if a.key == bumped.key else a for a in ALL_ASSETS]
     checks = [bumped_audit if c.check_keys == bumped_audit.check_keys else c for c in ALL_CHECKS]
     defs = dg.Definitions(assets=assets, asset_checks=checks, resources=resources)

@@ -1,4 +1,4 @@
-"""Tests for deer_reid_assets.core.embed.backbones (seeded random weights, 64 px images, CPU)."""
+"""Tests for deer_reid_assets.core.embed (backbones, projection, embedder; (seeded random weights, 64 px images, CPU)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,17 @@ from torchvision.models import resnet50
 
 from deer_reid_assets.core.embed import backbones as models
 from deer_reid_assets.core.embed.backbones import (
-    EMBEDDING_DIM,
-    MODEL_CODE_VERSION,
     MODEL_FAMILIES,
     RAW_DIMS,
-    Embedder,
-    FeatureProjection,
     WeightsUnavailableError,
     build_backbone,
     imagenet_weights_available,
-    resolve_device,
     save_checkpoint,
 )
+from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.embedder import MODEL_CODE_VERSION, Embedder
+from deer_reid_assets.core.embed.projection import FeatureProjection
+from deer_reid_assets.core.families import EMBEDDING_DIM
 
 SIZE = 64
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from deer_reid_assets.core import families
 from deer_reid_assets.core.evaluation import metrics
 from deer_reid_assets.core.embed.versions import coverage, load_embeddings, published_version
 from deer_reid_assets.core.evaluation.protocol import labelled_matrices
@@ -109,7 +110,7 @@ def audit_version(engine: sa.Engine, version: str, *, tolerance: float = 0.02, t
                           "detail": f"{embedded} of {total} usable crops embedded"})
     result.checks.append({"check": "finite, unit norm", "passed": bad_norms == 0,
                           "detail": f"{bad_norms} vectors off unit norm"})
-    if family == "finetuned" and against != version:
+    if family in families.FAMILIES and families.get(family).ab_test and against != version:
         _ab_against_published_configuration(engine, version, result, threshold, max_false_match_rate, seed)
     if against is None or against == version:
         result.checks.append({"check": "no regression", "passed": True,
@@ -148,7 +149,7 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
         models, current_threshold, method = matcher_setup(engine, "auto", threshold, include_finetuned=False)
     except ValueError:  # nothing published yet (first run): compare with the newest baseline version
         with engine.connect() as conn:
-            baseline = latest_version(conn, "resnet50")
+            baseline = latest_version(conn, families.BASELINE)
         if baseline is None:
             result.beats_published = False
             result.ab_detail = "nothing to compare with yet: re-run finetuned_embeddings once a baseline exists"

@@ -27,6 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from deer_reid_assets.core import families
 from deer_reid_assets.core.store import schema as t
 
 LEGACY_PROFILE_VERSION = "legacy"
@@ -96,9 +97,7 @@ def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_de
 
 def legacy_version(family: str) -> str:
     """Profile version holding the vectors a deer-table column had before this pipeline wrote to it."""
-    from deer_reid_assets.core.embed.versions import FAMILY_CODES
-
-    return f"{LEGACY_PROFILE_VERSION}-{FAMILY_CODES[family]}"
+    return f"{LEGACY_PROFILE_VERSION}-{families.get(family).code}"
 
 
 def mirror_profiles(engine: sa.Engine, versions: dict[str, str]) -> str:
@@ -121,12 +120,12 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
     """Mirror profiles onto deer.<column> for each family and set deer.embedding_version to the
     profile set; the first time a column is written, its previous vectors are kept as legacy."""
     set_id = profile_set_id(versions)
-    columns = {t.PROFILE_COLUMN[f]: v for f, v in versions.items()}
+    columns = {families.get(f).deer_column: v for f, v in versions.items()}
     saved = sum(_save_legacy_vectors(conn, family) for family in versions)
     conn.execute(pg_insert(t.reid_profile_sets).values(id=set_id, versions=columns).on_conflict_do_nothing())
     p = t.reid_deer_profiles
     for family, version in versions.items():
-        column = t.PROFILE_COLUMN[family]
+        column = families.get(family).deer_column
         rows = conn.execute(sa.select(p.c.deer_id, p.c.vector).where(p.c.version == version)).all()
         if rows:
             conn.execute(
@@ -139,7 +138,7 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
 
 def _save_legacy_vectors(conn: sa.Connection, family: str) -> int:
     """Before this pipeline first writes a deer-table column, keep the vectors it holds."""
-    column = t.PROFILE_COLUMN[family]
+    column = families.get(family).deer_column
     written_before = conn.execute(
         sa.select(t.reid_profile_sets.c.id).where(t.reid_profile_sets.c.versions.has_key(column)).limit(1)
     ).first()
@@ -361,10 +360,6 @@ def refresh_sighting_stats(conn: sa.Connection) -> None:
     ))
 
 
-PROFILE_FAMILIES = ("resnet50", "multiscale", "efficientnet", "finetuned")
-ENSEMBLE_FAMILIES = ("multiscale", "efficientnet")
-
-
 def published_versions(conn: sa.Connection) -> dict[str, str]:
     """{family: published version} for the families that have one."""
     p = t.reid_published_embeddings
@@ -375,9 +370,9 @@ def rebuild_profiles(engine: sa.Engine, *, mirror_to_deer_table: bool = True
                      ) -> tuple[dict[str, str], dict[str, ProfileReport], str | None]:
     """Profiles of every published version, mirrored onto the deer table together."""
     with engine.connect() as conn:
-        versions = {f: v for f, v in published_versions(conn).items() if f in PROFILE_FAMILIES}
-    if "resnet50" not in versions:
-        raise ValueError("no published resnet50 (baseline) embeddings: publish embeddings first")
+        versions = {f: v for f, v in published_versions(conn).items() if f in families.FAMILIES}
+    if families.BASELINE not in versions:
+        raise ValueError(f"no published {families.BASELINE} (baseline) embeddings: publish embeddings first")
     reports = {f: build_profiles(engine, v, f, mirror_to_deer_table=False) for f, v in versions.items()}
     set_id = mirror_profiles(engine, versions) if mirror_to_deer_table else None
     return versions, reports, set_id
@@ -388,9 +383,9 @@ def current_ensemble(engine: sa.Engine) -> tuple[dict[str, float], float | None]
     multi-scale and EfficientNet versions; None when there is none."""
     with engine.connect() as conn:
         versions = published_versions(conn)
-        if not all(f in versions for f in ENSEMBLE_FAMILIES):
+        if not all(f in versions for f in families.ENSEMBLE):
             return None
-        a, b = (versions[f] for f in ENSEMBLE_FAMILIES)
+        a, b = (versions[f] for f in families.ENSEMBLE)
         w = t.reid_ensemble_weights
         row = conn.execute(sa.select(w).where(w.c.version_a == a, w.c.version_b == b)
                            .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
@@ -407,7 +402,7 @@ def matcher_setup(engine: sa.Engine, method: str = "auto", threshold: float = 0.
     if method not in ("auto", "finetuned", "ensemble", "baseline"):
         raise ValueError(f"method must be 'auto', 'finetuned', 'ensemble' or 'baseline', got {method!r}")
     with engine.connect() as conn:
-        finetuned = published_versions(conn).get("finetuned")
+        finetuned = published_versions(conn).get(families.FINETUNED)
     if method == "finetuned" and finetuned is None:
         raise ValueError("no published fine-tuned embeddings")
     if finetuned is not None and include_finetuned and method in ("auto", "finetuned"):
@@ -419,7 +414,7 @@ def matcher_setup(engine: sa.Engine, method: str = "auto", threshold: float = 0.
         models, tuned_threshold = tuned
         return models, tuned_threshold if tuned_threshold is not None else threshold, "ensemble"
     with engine.connect() as conn:
-        baseline = published_versions(conn).get("resnet50")
+        baseline = published_versions(conn).get(families.BASELINE)
     if baseline is None:
-        raise ValueError("no published resnet50 (baseline) embeddings to match with")
+        raise ValueError(f"no published {families.BASELINE} (baseline) embeddings to match with")
     return {baseline: 1.0}, threshold, "baseline"

@@ -2,12 +2,24 @@
 
 import base64
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import dagster as dg
 import pandas as pd
 
 OWNERS = ["team:deer-reid"]
+
+
+@contextmanager
+def core_errors() -> Iterator[None]:
+    """The core's known errors (bad input, nothing published yet) as a one-line dg.Failure."""
+    from deer_reid_assets.core.embed.versions import EmbeddingError
+
+    try:
+        yield
+    except (ValueError, EmbeddingError) as exc:
+        raise dg.Failure(str(exc)) from exc
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str, every_s: float = 5.0) -> Callable[[int, int], None]:

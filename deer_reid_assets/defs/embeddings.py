@@ -13,16 +13,15 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core import audit as audit_core
+from deer_reid_assets.core import families
 from deer_reid_assets.core.embed import versions as emb_core
 
 from .automation import DOWNSTREAM, PUBLISH
-from .common import OWNERS, md_image, md_table, progress_logger
+from .common import OWNERS, core_errors, md_image, md_table, progress_logger
 from .ingest import crops
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 GROUP = "embeddings"
-FAMILIES = {"baseline_embeddings": "resnet50", "multiscale_embeddings": "multiscale",
-            "efficientnet_embeddings": "efficientnet", "finetuned_embeddings": "finetuned"}
 
 
 class EmbeddingConfig(dg.Config):
@@ -39,18 +38,18 @@ class AuditConfig(dg.Config):
     max_false_match_rate: float = Field(default=0.05)
 
 
-def _pretrained_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
-                         model_weights: ModelWeightsResource):
-    from deer_reid_assets.core.embed.backbones import Embedder
-
-    return Embedder(family, model_weights.weights, seed=model_weights.seed, image_size=model_weights.image_size,
-                    device=compute.resolve(), batch_size=compute.batch_size)
+def embedder_settings(compute: ComputeResource, model_weights: ModelWeightsResource) -> families.EmbedderSettings:
+    return families.EmbedderSettings(weights=model_weights.weights, seed=model_weights.seed,
+                                     image_size=model_weights.image_size, device=compute.resolve(),
+                                     batch_size=compute.batch_size)
 
 
-def embedding_asset(name: str, family: str, description: str, code_version: str = "1", *, deps=(crops,),
-                    make_embedder=_pretrained_embedder) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    """An asset that embeds every usable crop with ``family`` into a (staged) embedding version,
-    and its blocking audit check."""
+def embedding_asset(family_name: str, description: str, code_version: str = "1", *, deps=(crops,),
+                    ) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The asset that embeds every usable crop with a family of the registry into a (staged)
+    embedding version, and its blocking audit check."""
+    family = families.get(family_name)
+    name = family.asset
 
     @dg.asset(
         name=name,
@@ -67,7 +66,8 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
                image_store: ImageStoreResource, compute: ComputeResource,
                model_weights: ModelWeightsResource) -> dg.MaterializeResult:
         engine = database.get_engine()
-        embedder = make_embedder(family, database, compute, model_weights)
+        with core_errors():
+            embedder = family.embedder(engine, embedder_settings(compute, model_weights))
         context.log.info(f"weights: {embedder.weights.description}")
         with compute.exclusive(engine):
             report = emb_core.embed_crops(
@@ -91,15 +91,15 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
         })
 
     @dg.asset_check(asset=_embed, name="audit", blocking=True,
-                    description=f"Audit of the newest {family} version against the published one: complete, every "
+                    description=f"Audit of the newest {family.name} version against the published one: complete, every "
                     "crop embedded, unit-norm vectors, no regression beyond the tolerance in val rank-1 / mAP / "
                     "assignment rate at the FMR budget; lists the assignments that would change.")
     def _audit(config: AuditConfig, database: DatabaseResource) -> dg.AssetCheckResult:
         engine = database.get_engine()
         with engine.connect() as conn:
-            latest = emb_core.latest_version(conn, family)
+            latest = emb_core.latest_version(conn, family.name)
         if latest is None:
-            return dg.AssetCheckResult(passed=False, description=f"no complete {family} version to audit")
+            return dg.AssetCheckResult(passed=False, description=f"no complete {family.name} version to audit")
         result = audit_core.audit_version(engine, latest.version, tolerance=config.tolerance,
                                           threshold=config.threshold, max_false_match_rate=config.max_false_match_rate)
         emb_core.record_audit(engine, latest.version, result.passed, result.to_json())
@@ -119,7 +119,6 @@ def embedding_asset(name: str, family: str, description: str, code_version: str 
 
 
 baseline_embeddings, baseline_audit = embedding_asset(
-    "baseline_embeddings",
     "resnet50",
     "The existing system's model: ResNet50, global-average-pooled final layer (2048) -> 512 by a PCA projection "
     "fitted on a seeded sample of the crops (a versioned artefact), L2-normalised. One vector per usable crop, "
@@ -127,7 +126,6 @@ baseline_embeddings, baseline_audit = embedding_asset(
 )
 
 multiscale_embeddings, multiscale_audit = embedding_asset(
-    "multiscale_embeddings",
     "multiscale",
     "Multi-scale ResNet50: features after layers 1-4 (256+512+1024+2048 channels) from ONE forward pass, each "
     "adaptive-average-pooled and concatenated (3840) -> 512 by a PCA projection fitted on a seeded sample of the "
@@ -136,7 +134,6 @@ multiscale_embeddings, multiscale_audit = embedding_asset(
 )
 
 efficientnet_embeddings, efficientnet_audit = embedding_asset(
-    "efficientnet_embeddings",
     "efficientnet",
     "EfficientNet-B0 (efficientnet_pytorch: from_pretrained weights when cached, else from_name with seeded init, "
     "or a checkpoint), pooled features (1280) -> 512 by a fitted PCA projection (saved artefact), L2-normalised. "
@@ -144,27 +141,13 @@ efficientnet_embeddings, efficientnet_audit = embedding_asset(
 )
 
 
-
-def _finetuned_embedder(family: str, database: DatabaseResource, compute: ComputeResource,
-                        model_weights: ModelWeightsResource):
-    from deer_reid_assets.core.embed.finetuned import FinetunedEmbedder
-    from deer_reid_assets.core.store.reid_models import latest_model
-
-    model = latest_model(database.get_engine())
-    if model is None:
-        raise dg.Failure("no fine-tuned model yet: materialize finetuned_reid_model first")
-    return FinetunedEmbedder(model["checkpoint_path"], device=compute.resolve(), batch_size=compute.batch_size)
-
-
 finetuned_embeddings, finetuned_audit = embedding_asset(
-    "finetuned_embeddings",
     "finetuned",
     "The deer-specific ResNet50 trained with batch-hard triplet loss (finetuned_reid_model): its 512-d BN-neck "
     "embedding, L2-normalised, for every usable crop, as a staged version. Its audit adds an A/B test on the test "
     "queries: it is published only if it beats the configuration the matcher uses now (higher mAP, rank-1 not "
     "lower). Profiles go to deer.feature_vector_finetuned.",
     deps=(crops, dg.AssetKey("finetuned_reid_model")),
-    make_embedder=_finetuned_embedder,
 )
 
 EMBEDDING_ASSETS = [baseline_embeddings, multiscale_embeddings, efficientnet_embeddings, finetuned_embeddings]
@@ -183,34 +166,18 @@ EMBEDDING_CHECKS = [baseline_audit, multiscale_audit, efficientnet_audit, finetu
     "refused and the published one stays. Old versions are kept (`deer-reid embeddings rollback VERSION`).",
 )
 def published_embeddings(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
-    engine = database.get_engine()
-    rows, to_publish = [], []
-    with engine.connect() as conn:
-        for family in FAMILIES.values():
-            latest = emb_core.latest_version(conn, family)
-            current = emb_core.published_version(conn, family)
-            if latest is None:
-                rows.append({"family": family, "published": current or "none", "newest": "none", "action": "nothing to publish"})
-            elif latest.audit_passed is not True:
-                state = "failed its audit" if latest.audit_passed is False else "not audited"
-                rows.append({"family": family, "published": current or "none", "newest": latest.version,
-                             "action": f"kept: newest {state}"})
-            elif (latest.audit or {}).get("promotable") is False:
-                rows.append({"family": family, "published": current or "none", "newest": latest.version,
-                             "action": "kept: newest does not beat the published configuration (A/B)"})
-            elif latest.version == current:
-                rows.append({"family": family, "published": current, "newest": latest.version, "action": "already published"})
-            else:
-                to_publish.append(latest.version)
-                rows.append({"family": family, "published": latest.version, "newest": latest.version,
-                             "action": f"published (was {current or 'none'})"})
-    if to_publish:
-        emb_core.publish(engine, to_publish)
-        context.log.info(f"published {', '.join(to_publish)}")
-    if not any(r["published"] != "none" for r in rows):
-        raise dg.Failure("no embedding version has passed its audit yet: nothing is published")
-    return dg.MaterializeResult(metadata={
+    with core_errors():
+        rows = emb_core.publish_passed(database.get_engine())
+    changed = [r["published"] for r in rows if r["action"].startswith("published")]
+    if changed:
+        context.log.info(f"published {', '.join(changed)}")
+    return dg.MaterializeResult(metadata=publish_metadata(rows))
+
+
+def publish_metadata(rows: list[dict]) -> dict:
+    """What published_embeddings records: also recorded by `deer-reid embeddings rollback`."""
+    return {
         "published": dg.MetadataValue.json({r["family"]: r["published"] for r in rows}),
-        "changed": len(to_publish),
+        "changed": sum(1 for r in rows if r["action"].startswith("published")),
         "publish": md_table(pd.DataFrame(rows)),
-    })
+    }

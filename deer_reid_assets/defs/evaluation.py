@@ -6,17 +6,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from deer_reid_assets.core import families
 from deer_reid_assets.core.embed import versions as emb_core
 from deer_reid_assets.core.evaluation import protocol as evaluation
 from deer_reid_assets.core.evaluation.metrics import compare_reports
 from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
-
-from .common import OWNERS, md_image
-from deer_reid_assets.core.matching import ENSEMBLE_FAMILIES, current_ensemble
+from deer_reid_assets.core.matching import current_ensemble
 
 from .automation import DOWNSTREAM
+from .common import OWNERS, core_errors, md_image
 from .embeddings import published_embeddings
-from .matching import deer_assignments, ensemble_weights, published
+from .matching import deer_assignments, ensemble_weights
 from .resources import DatabaseResource, ImageStoreResource
 
 GROUP = "evaluation"
@@ -71,7 +71,8 @@ class EvaluationConfig(dg.Config):
 def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, database: DatabaseResource,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    version = published(engine, "resnet50")
+    with core_errors():
+        version = emb_core.require_published(engine, families.BASELINE)
     reports = {
         query_set: evaluation.evaluate_version(engine, version, threshold=config.threshold, query_set=query_set,
                                                seed=config.split_seed, max_false_match_rate=config.max_false_match_rate)
@@ -87,7 +88,7 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
     payload = {"embedding_version": version, "live_assignments": live,
                **{q: json.loads(r.to_json()) for q, r in reports.items()}}
     (out / "reid_evaluation.json").write_text(json.dumps(payload, indent=2, default=str))
-    evaluation.save_evaluation(engine, "reid_evaluation", {"resnet50": version}, test.summary(), payload)
+    evaluation.save_evaluation(engine, "reid_evaluation", {families.BASELINE: version}, test.summary(), payload)
     table = headline_table({f"{q} queries": r.summary() for q, r in reports.items()})
     return dg.MaterializeResult(metadata={
         "embedding_version": version,
@@ -127,14 +128,15 @@ class ReportConfig(dg.Config):
 def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
                      image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
-    baseline = published(engine, "resnet50")
-    version_a, version_b = (published(engine, f) for f in ENSEMBLE_FAMILIES)
+    with core_errors():
+        baseline = emb_core.require_published(engine, families.BASELINE)
+        version_a, version_b = (emb_core.require_published(engine, f) for f in families.ENSEMBLE)
     tuned = current_ensemble(engine)
     if tuned is None:
         raise dg.Failure("no ensemble weights for the published versions: materialize ensemble_weights first")
     models, tuned_threshold = tuned
     with engine.connect() as conn:
-        finetuned = emb_core.latest_version(conn, "finetuned")
+        finetuned = emb_core.latest_version(conn, families.FINETUNED)
     reports = evaluation.compare_on_test(
         engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
         threshold=config.threshold, finetuned=finetuned.version if finetuned is not None else None,

@@ -6,12 +6,12 @@ from typing import Optional
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 from pydantic import Field
 
 from deer_reid_assets.core.ingest import crops as crops_core
 from deer_reid_assets.core.ingest import detector
 from deer_reid_assets.core.ingest import importer as ingest
+from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, md_table, progress_logger
@@ -103,12 +103,7 @@ def detections(context: dg.AssetExecutionContext, config: DetectionsConfig, data
     else:
         context.log.info(f"detector: {report.weights} ran on {report.images_processed} photo(s)")
     with engine.connect() as conn:
-        counts = pd.DataFrame(conn.execute(sa.text(
-            """SELECT COALESCE(classification, 'unknown') AS classification, count(*) AS detections,
-                      count(*) FILTER (WHERE is_reviewed AND deer_id IS NOT NULL) AS labelled,
-                      count(*) FILTER (WHERE deer_id IS NOT NULL) AS with_deer
-               FROM detections WHERE is_valid IS NOT FALSE GROUP BY 1 ORDER BY 1""")).all(),
-            columns=["classification", "detections", "labelled", "with_deer"])
+        counts = queries.detections_by_classification(conn)
     return dg.MaterializeResult(metadata={
         "detector": report.weights or "none configured",
         "photos_pending_before": report.pending_before,
@@ -134,7 +129,7 @@ def crops(context: dg.AssetExecutionContext, database: DatabaseResource,
     engine = database.get_engine()
     report = crops_core.make_crops(engine, image_store.root_path, progress=progress_logger(context, "crops"))
     with engine.connect() as conn:
-        totals = dict(conn.execute(sa.text("SELECT status, count(*) FROM reid_crops GROUP BY status")).all())
+        totals = queries.crop_totals(conn)
     for det, reason in report.examples:
         context.log.warning(f"detection {det} rejected: {reason}")
     return dg.MaterializeResult(metadata={

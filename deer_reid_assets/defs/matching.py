@@ -2,29 +2,19 @@
 assignment of every unreviewed detection."""
 
 import dagster as dg
-import pandas as pd
-import sqlalchemy as sa
 from pydantic import Field
 
+from deer_reid_assets.core import families, matching
 from deer_reid_assets.core.evaluation import protocol as evaluation
-from deer_reid_assets.core import matching
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.evaluation.plots import ensemble_curve_plot
+from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
-from .common import OWNERS, md_image, md_table
+from .common import OWNERS, core_errors, md_image, md_table
 from .embeddings import published_embeddings
 from .resources import DatabaseResource
 
 GROUP = "matching"
-
-
-def published(engine, family: str) -> str:
-    with engine.connect() as conn:
-        version = matching.published_versions(conn).get(family)
-    if version is None:
-        raise dg.Failure(f"no published {family} embeddings: materialize its embedding asset and published_embeddings")
-    return version
 
 
 class ProfilesConfig(dg.Config):
@@ -52,12 +42,9 @@ def deer_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
         versions, reports, set_id = matching.rebuild_profiles(engine, mirror_to_deer_table=config.mirror_to_deer_table)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
-    base = reports["resnet50"]
+    base = reports[families.BASELINE]
     with engine.connect() as conn:
-        sizes = pd.DataFrame(conn.execute(sa.text(
-            """SELECT dr.name, dr.sex::text AS sex, p.n_detections FROM reid_deer_profiles p
-               JOIN deer dr ON dr.id = p.deer_id WHERE p.version = :v ORDER BY p.n_detections DESC, dr.name"""),
-            {"v": versions["resnet50"]}).all(), columns=["deer", "sex", "labelled_detections"])
+        sizes = queries.profile_sizes(conn, versions[families.BASELINE])
     return dg.MaterializeResult(metadata={
         "embedding_versions": dg.MetadataValue.json(versions),
         "deer_embedding_version": set_id or "not mirrored",
@@ -89,33 +76,22 @@ class EnsembleWeightsConfig(dg.Config):
 )
 def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
-    engine = database.get_engine()
-    version_a, version_b = (published(engine, f) for f in matching.ENSEMBLE_FAMILIES)
-    with engine.connect() as conn:
-        fingerprint = evaluation.labelled_fingerprint(conn)
-        w = t.reid_ensemble_weights
-        done = conn.execute(sa.select(w).where(
-            w.c.version_a == version_a, w.c.version_b == version_b,
-            w.c.max_false_match_rate == config.max_false_match_rate,
-            w.c.search["labelled_fingerprint"].astext == fingerprint,
-            w.c.search["split_seed"].astext == str(config.split_seed),
-        ).order_by(w.c.id.desc()).limit(1)).first()
-    if done is not None and not config.search_again:
-        context.log.info(f"same versions and labels as search {done.id}: keeping w={done.weight:.2f}")
+    with core_errors():
+        search = evaluation.search_ensemble_weights(
+            database.get_engine(), max_false_match_rate=config.max_false_match_rate, split_seed=config.split_seed,
+            search_again=config.search_again)
+    versions = dg.MetadataValue.json(dict(zip(families.ENSEMBLE, (search.version_a, search.version_b))))
+    if search.choice is None:
+        context.log.info(f"same versions and labels as search {search.reused}: keeping w={search.weight:.2f}")
         return dg.MaterializeResult(metadata={
-            "weight_multiscale": dg.MetadataValue.float(done.weight),
-            "threshold": dg.MetadataValue.float(done.threshold) if done.threshold is not None else "keep operating threshold",
-            "meets_false_match_budget": done.meets_budget,
-            "reused_search": done.id,
-            "versions": dg.MetadataValue.json({"multiscale": version_a, "efficientnet": version_b}),
+            "weight_multiscale": dg.MetadataValue.float(search.weight),
+            "threshold": dg.MetadataValue.float(search.threshold) if search.threshold is not None
+            else "keep operating threshold",
+            "meets_false_match_budget": search.meets_budget,
+            "reused_search": search.reused,
+            "versions": versions,
         })
-    choice = evaluation.tune_ensemble(engine, version_a, version_b, max_false_match_rate=config.max_false_match_rate,
-                                      seed=config.split_seed)
-    search = {**choice.to_json(), "labelled_fingerprint": fingerprint, "split_seed": config.split_seed}
-    with engine.begin() as conn:
-        conn.execute(sa.insert(t.reid_ensemble_weights).values(
-            version_a=version_a, version_b=version_b, weight=choice.weight, threshold=choice.threshold,
-            meets_budget=choice.meets_budget, max_false_match_rate=config.max_false_match_rate, search=search))
+    choice = search.choice
     if not choice.meets_budget:
         context.log.warning(f"no weight/threshold keeps FMR <= {config.max_false_match_rate:.0%} on val queries; "
                             f"keeping w={choice.weight:.2f} (best val mAP) and the operating threshold")
@@ -127,7 +103,7 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
         "val_assignment_rate": dg.MetadataValue.float(choice.assignment_rate) if choice.meets_budget else "n/a",
         "val_false_match_rate": dg.MetadataValue.float(choice.false_match_rate) if choice.meets_budget else "n/a",
         "roadmap_0.6_0.4": dg.MetadataValue.json(choice.to_json()["roadmap"]),
-        "versions": dg.MetadataValue.json({"multiscale": version_a, "efficientnet": version_b}),
+        "versions": versions,
         "curve": md_table(choice.curve),
         "curve_plot": md_image(ensemble_curve_plot(choice.curve, choice.weight), "ensemble weight search"),
     })
@@ -165,11 +141,7 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
     context.log.info(f"{method}: assigned {report.assigned}/{report.considered} detections "
                      f"({report.assignment_rate:.1%}) at threshold {threshold:.2f}")
     with engine.connect() as conn:
-        sample = pd.DataFrame(conn.execute(sa.text(
-            """SELECT l.detection_id::text AS detection, dr.name AS deer, round(l.similarity::numeric, 3) AS similarity
-               FROM reid_assignment_log l LEFT JOIN deer dr ON dr.id = l.new_deer_id
-               WHERE l.run_id = :r ORDER BY l.similarity DESC NULLS LAST LIMIT 15"""), {"r": report.run_id}).all(),
-            columns=["detection", "deer", "similarity"])
+        sample = queries.top_assignments(conn, report.run_id)
     return dg.MaterializeResult(metadata={
         "method": method,
         "models": dg.MetadataValue.json(models),

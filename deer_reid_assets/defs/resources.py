@@ -66,7 +66,7 @@ class ComputeResource(dg.ConfigurableResource):
     lock_on_cpu: bool = Field(default=False, description="Take the GPU lock even when running on the CPU.")
 
     def resolve(self) -> str:
-        from deer_reid_assets.core.embed.backbones import resolve_device
+        from deer_reid_assets.core.embed.device import resolve_device
 
         return resolve_device(self.device)
 

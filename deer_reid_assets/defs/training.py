@@ -100,7 +100,9 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
     from deer_reid_assets.core.evaluation.plots import training_curve_plot
 
     engine = database.get_engine()
-    manifest_version = _latest_manifest(context)
+    manifest_version = training_store.latest_manifest_version(engine)
+    if manifest_version is None:
+        raise dg.Failure("materialize triplet_dataset first")
     manifest = triplet_data.load_manifest(engine, manifest_version)
     device = compute.resolve()
     cfg = train_config(config, device, model_weights.weights, model_weights.seed)
@@ -148,10 +150,3 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
 def _has_pair(items: list[tuple[str, str]]) -> bool:
     identities = [identity for _, identity in items]
     return any(identities.count(i) > 1 for i in set(identities))
-
-
-def _latest_manifest(context: dg.AssetExecutionContext) -> str:
-    event = context.instance.get_latest_materialization_event(triplet_dataset.key)
-    if event is None:
-        raise dg.Failure("materialize triplet_dataset first")
-    return event.asset_materialization.metadata["manifest_version"].value

@@ -9,7 +9,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from deer_reid_assets.core.embed.backbones import EMBEDDING_DIM, Embedder, FeatureProjection, resolve_device
+from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.embed.projection import FeatureProjection
+from deer_reid_assets.core.families import EMBEDDING_DIM, FINETUNED
 from deer_reid_assets.core.reid.training import embed_images, load_reid_model
 
 
@@ -20,9 +23,9 @@ def identity_projection(dim: int = EMBEDDING_DIM) -> FeatureProjection:
 
 
 class FinetunedEmbedder:
-    """Same interface as :class:`models.Embedder` for ``family = 'finetuned'``."""
+    """Same interface as :class:`Embedder` for ``family = 'finetuned'``."""
 
-    family = "finetuned"
+    family = FINETUNED
     raw_dim = EMBEDDING_DIM
 
     def __init__(self, checkpoint: Path | str, *, device: str = "cpu", batch_size: int = 32) -> None:

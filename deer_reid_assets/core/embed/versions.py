@@ -20,13 +20,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from deer_reid_assets.core.families import FAMILIES
 from deer_reid_assets.core.store import schema as t
 
 if TYPE_CHECKING:  # torch is imported only where models run
-    from deer_reid_assets.core.embed.backbones import Embedder
+    from deer_reid_assets.core.embed.embedder import Embedder
 
 _PUBLISH_LOCK = 0x5EED_0B0B  # advisory lock: one publisher at a time
-FAMILY_CODES = {"resnet50": "r50", "multiscale": "ms", "efficientnet": "effb0", "finetuned": "ft"}
 
 
 class EmbeddingError(RuntimeError):
@@ -52,7 +52,8 @@ class EmbedReport:
 
 def version_name(family: str, key: dict) -> str:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return f"{FAMILY_CODES.get(family, family[:5])}-{digest[:10]}"
+    code = FAMILIES[family].code if family in FAMILIES else family[:5]
+    return f"{code}-{digest[:10]}"
 
 
 def usable_crops(conn: sa.Connection, detection_ids: list[str] | None = None) -> list[tuple[str, str]]:
@@ -104,7 +105,7 @@ def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sam
     fitted = False
     written_at_fit = 0
     if existing is not None:
-        from deer_reid_assets.core.embed.backbones import FeatureProjection
+        from deer_reid_assets.core.embed.projection import FeatureProjection
 
         projection = FeatureProjection.load(Path(existing.config["projection_path"]))
         if projection.fingerprint() != existing.config["projection"]:
@@ -235,6 +236,36 @@ def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool
     return replaced
 
 
+def publish_passed(engine: sa.Engine) -> list[dict[str, str]]:
+    """Publish, in one transaction, every family whose newest version passed its audit (and, for an
+    A/B-tested family, beat the published configuration); a version that failed or was never audited is
+    refused and the published one stays. One row per family says what happened; EmbeddingError when no
+    family has anything published afterwards."""
+    rows, to_publish = [], []
+    with engine.connect() as conn:
+        for family in FAMILIES:
+            latest = latest_version(conn, family)
+            current = published_version(conn, family)
+            row = {"family": family, "published": current or "none", "newest": latest.version if latest else "none"}
+            if latest is None:
+                row["action"] = "nothing to publish"
+            elif latest.audit_passed is not True:
+                row["action"] = "kept: newest " + ("failed its audit" if latest.audit_passed is False else "not audited")
+            elif (latest.audit or {}).get("promotable") is False:
+                row["action"] = "kept: newest does not beat the published configuration (A/B)"
+            elif latest.version == current:
+                row["action"] = "already published"
+            else:
+                to_publish.append(latest.version)
+                row.update(published=latest.version, action=f"published (was {current or 'none'})")
+            rows.append(row)
+    if to_publish:
+        publish(engine, to_publish)
+    if not any(r["published"] != "none" for r in rows):
+        raise EmbeddingError("no embedding version has passed its audit yet: nothing is published")
+    return rows
+
+
 def latest_version(conn: sa.Connection, family: str) -> sa.Row | None:
     """The newest complete (or published) version of ``family``: what its asset produced last."""
     v = t.reid_embedding_versions
@@ -252,6 +283,16 @@ def record_audit(engine: sa.Engine, version: str, passed: bool, audit: dict) -> 
 def published_version(conn: sa.Connection, family: str) -> str | None:
     p = t.reid_published_embeddings
     return conn.execute(sa.select(p.c.version).where(p.c.model_family == family)).scalar()
+
+
+def require_published(engine: sa.Engine, family: str) -> str:
+    """The published version of ``family``; EmbeddingError saying what to run when there is none."""
+    with engine.connect() as conn:
+        version = published_version(conn, family)
+    if version is None:
+        raise EmbeddingError(f"no published {family} embeddings: materialize {FAMILIES[family].asset} and "
+                             "published_embeddings")
+    return version
 
 
 def list_versions(conn: sa.Connection) -> list[dict]:

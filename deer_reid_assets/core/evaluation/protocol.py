@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from deer_reid_assets.core.evaluation import ensemble
-from deer_reid_assets.core.evaluation import metrics
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core import families
 from deer_reid_assets.core.embed.versions import load_embeddings
+from deer_reid_assets.core.evaluation import ensemble, metrics
+from deer_reid_assets.core.store import queries
+from deer_reid_assets.core.store import schema as t
 
 
 @dataclass
@@ -127,6 +128,42 @@ def tune_ensemble(engine: sa.Engine, version_a: str, version_b: str, *, max_fals
     subset, (a, b), split = labelled_matrices(engine, [version_a, version_b], seed=seed)
     return ensemble.search_weights(a, b, subset.detection_ids, subset.identities, subset.classifications, split,
                                    max_false_match_rate=max_false_match_rate, query_set="val")
+
+
+@dataclass
+class EnsembleSearch:
+    """The ensemble weights for two published versions: searched now (``choice``) or the stored
+    search ``reused`` because the versions, budget, labels and split were searched before."""
+
+    version_a: str
+    version_b: str
+    weight: float
+    threshold: float | None
+    meets_budget: bool
+    reused: int | None = None  # id of the stored search that was kept
+    choice: ensemble.EnsembleChoice | None = None  # the new search (None when reused)
+
+
+def search_ensemble_weights(engine: sa.Engine, *, max_false_match_rate: float = 0.05, split_seed: int = 0,
+                            search_again: bool = False) -> EnsembleSearch:
+    """Tune the ensemble of the published :data:`families.ENSEMBLE` versions on the validation
+    queries and store the choice, unless the same search was stored before (``search_again`` forces it)."""
+    from deer_reid_assets.core.embed.versions import require_published
+
+    version_a, version_b = (require_published(engine, f) for f in families.ENSEMBLE)
+    with engine.connect() as conn:
+        fingerprint = labelled_fingerprint(conn)
+        done = queries.find_ensemble_search(conn, version_a, version_b, max_false_match_rate=max_false_match_rate,
+                                            labelled_fingerprint=fingerprint, split_seed=split_seed)
+    if done is not None and not search_again:
+        return EnsembleSearch(version_a, version_b, done.weight, done.threshold, done.meets_budget, reused=done.id)
+    choice = tune_ensemble(engine, version_a, version_b, max_false_match_rate=max_false_match_rate, seed=split_seed)
+    search = {**choice.to_json(), "labelled_fingerprint": fingerprint, "split_seed": split_seed}
+    with engine.begin() as conn:
+        queries.save_ensemble_search(conn, version_a=version_a, version_b=version_b, weight=choice.weight,
+                                     threshold=choice.threshold, meets_budget=choice.meets_budget,
+                                     max_false_match_rate=max_false_match_rate, search=search)
+    return EnsembleSearch(version_a, version_b, choice.weight, choice.threshold, choice.meets_budget, choice=choice)
 
 
 def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[str, float]], *,

@@ -35,3 +35,10 @@ def latest_model(engine: sa.Engine) -> dict | None:
         if path.is_file() and sha256_file(path) == row["checkpoint_sha256"]:
             return dict(row)
     return None
+
+
+def latest_manifest_version(engine: sa.Engine) -> str | None:
+    """The newest training manifest in ``reid_training_manifests`` (what triplet_dataset built last)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT version FROM reid_training_manifests ORDER BY created_at DESC, version LIMIT 1")).scalar()

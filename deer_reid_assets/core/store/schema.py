@@ -1,7 +1,7 @@
 """SQLAlchemy Core descriptions of the tables this project reads and writes.
 
 The DDL itself lives in ``migrations/`` (plain SQL, shared with the existing system); these are the
-matching column lists so that queries are written once, here and in ``store.py``. Only the
+matching column lists so that queries are written once, here and in ``queries.py``. Only the
 columns this project touches are listed for the existing system's tables.
 """
 
@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
-EMBEDDING_DIM = 512
+from deer_reid_assets.core.families import EMBEDDING_DIM
+
 metadata = sa.MetaData()
 
 # --- the existing system's tables -------------------------------------------------------------
@@ -232,11 +233,3 @@ reid_ensemble_weights = sa.Table(
     sa.Column("max_false_match_rate", sa.Float, nullable=False),
     sa.Column("search", JSONB, nullable=False),
 )
-
-# Which deer-table column holds the published profile vector of each model family.
-PROFILE_COLUMN = {
-    "resnet50": "feature_vector",
-    "multiscale": "feature_vector_multiscale",
-    "efficientnet": "feature_vector_efficientnet",
-    "finetuned": "feature_vector_finetuned",
-}
