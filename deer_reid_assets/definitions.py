@@ -36,6 +36,19 @@ ALL_ASSETS = [
 
 ALL_CHECKS = embeddings.EMBEDDING_CHECKS
 
+# The deer-specific model: what `deer-reid demo --no-train` leaves out and `deer-reid train` runs ...
+TRAINING_ASSETS = [training.triplet_dataset, training.finetuned_reid_model, embeddings.finetuned_embeddings]
+# ... followed by what a new model changes: published if it beats the matcher, profiles, matching, the report.
+AFTER_TRAINING = [embeddings.published_embeddings, matching.deer_profiles, matching.deer_assignments,
+                  evaluation.embedding_report]
+# From crops already in the database (`deer-reid import-crops`) to the before/after report, without training.
+FROM_CROPS = [a for a in ALL_ASSETS if a not in TRAINING_ASSETS and a is not ingest.camera_images]
+
+
+def graph(*, train: bool) -> list:
+    """The whole graph in dependency order, with or without the training assets."""
+    return [a for a in ALL_ASSETS if train or a not in TRAINING_ASSETS]
+
 # The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
 reid_pipeline_job = dg.define_asset_job(
     "reid_pipeline",

@@ -266,6 +266,21 @@ def publish_passed(engine: sa.Engine) -> list[dict[str, str]]:
     return rows
 
 
+def rollback(engine: sa.Engine, version: str) -> list[dict[str, str]]:
+    """Publish ``version`` again (complete and audited, as :func:`publish` requires); one row per family
+    in the shape :func:`publish_passed` returns."""
+    family, previous = next(iter(publish(engine, version).items()))
+    rows = []
+    with engine.connect() as conn:
+        for name in FAMILIES:
+            latest = latest_version(conn, name)
+            rows.append({"family": name, "published": published_version(conn, name) or "none",
+                         "newest": latest.version if latest else "none",
+                         "action": f"rolled back to {version} (was {previous or 'none'})" if name == family
+                         else "unchanged"})
+    return rows
+
+
 def latest_version(conn: sa.Connection, family: str) -> sa.Row | None:
     """The newest complete (or published) version of ``family``: what its asset produced last."""
     v = t.reid_embedding_versions

@@ -1,0 +1,3 @@
+from deer_reid_assets.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""``deer-reid demo / report / train / serve``: the asset graph, materialized in-process or served."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from deer_reid_assets.core.store import db
+
+from .common import LOG_INFO, engine, fail_cleanly, instance, main, materialize, stepper
+from .summary import RunSummary
+
+REPORTS_HINT = ("Open the UI with `deer-reid serve` (http://127.0.0.1:3000 -> Assets -> reid_evaluation shows the "
+                "table and the plot)")
+
+
+def _resources(*, weights: str = "auto", image_size: int = 224, upload_dir: Path | None = None) -> dict:
+    from deer_reid_assets.definitions import default_resources
+    from deer_reid_assets.defs.resources import ImageStoreResource, ModelWeightsResource
+
+    resources = default_resources()
+    if upload_dir is not None:
+        resources["image_store"] = ImageStoreResource(upload_dir=str(upload_dir))
+    resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
+    return resources
+
+
+@main.command("demo")
+@click.option("--images", default=600, show_default=True, help="Synthetic photos to generate.")
+@click.option("--bucks", default=24, show_default=True, help="Synthetic individuals: bucks.")
+@click.option("--does", default=12, show_default=True, help="Synthetic individuals: does.")
+@click.option("--weights", default="auto", show_default=True,
+              help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
+@click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
+@click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
+@click.option("--train/--no-train", default=True, show_default=True,
+              help="Train the deer-specific model too (the CPU profile on a CPU: about 2 minutes here).")
+@fail_cleanly
+def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool, train: bool) -> None:
+    """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
+    from deer_reid_assets.core.store import migrations
+    from deer_reid_assets.definitions import graph
+    from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
+
+    started = time.perf_counter()
+    step = stepper()
+    step("database")
+    url = db.database_url()
+    applied = migrations.migrate(db.make_engine(url))
+    click.echo(f"      {db.redact(url)} ({len(applied)} migration(s) applied)")
+    data = db.reid_home() / "demo_data"
+    if regenerate or not (data / "detections.json").exists():
+        step("synthetic trail-camera photos")
+        summary = generate_dataset(data, SyntheticConfig(n_images=images, n_bucks=bucks, n_does=does))
+        click.echo(f"      {summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer")
+    inst = instance(url)
+    step("materializing the asset graph (camera_images -> ... -> finetuned_reid_model -> ... -> embedding_report)"
+         if train else "materializing the asset graph without training (camera_images -> ... -> embedding_report)")
+    outcome = materialize(graph(train=train), LOG_INFO, _resources(weights=weights, image_size=image_size,
+                                                                   upload_dir=data), inst, partition="demo")
+    summary = RunSummary.from_metadata(outcome.metadata)
+    click.echo(f"      weights used: {summary.weights}")
+    step("metrics")
+    summary.echo_metrics()
+    click.echo(f"\ndone in {time.perf_counter() - started:.0f} s. {REPORTS_HINT}; "
+               f"report files in {db.reid_home() / 'store' / 'reports'}")
+
+
+def run_report(weights: str, image_size: int) -> None:
+    """From the crops in the database to the before/after report: crops, embeddings + audits, publish,
+    ensemble weights, profiles, matching, reid_evaluation and embedding_report, as one Dagster run."""
+    from deer_reid_assets.definitions import FROM_CROPS
+
+    engine()
+    url = db.database_url()
+    click.echo("materializing crops -> embeddings -> ensemble_weights -> deer_assignments -> reid_evaluation, "
+               "embedding_report")
+    outcome = materialize(FROM_CROPS, LOG_INFO, _resources(weights=weights, image_size=image_size),
+                          instance(url, write_env_file=False))
+    summary = RunSummary.from_metadata(outcome.metadata)
+    click.echo(f"weights used: {summary.weights}")
+    if summary.publish_table is not None:
+        click.echo(summary.publish_table)
+    summary.echo_metrics()
+    click.echo(f"\nreport files in {db.reid_home() / 'store' / 'reports'}")
+
+
+@main.command("report")
+@click.option("--weights", default="auto", show_default=True,
+              help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
+@click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
+@fail_cleanly
+def report(weights: str, image_size: int) -> None:
+    """The before/after report from the detections already in the database (e.g. after
+    `deer-reid import-crops DIR`): crops, embeddings, ensemble weights, matching, evaluation."""
+    run_report(weights, image_size)
+
+
+@main.command("train")
+@click.option("--profile", default="auto", show_default=True, type=click.Choice(["auto", "full", "cpu"]),
+              help="'full' (GPU: 60 epochs at 224 px), 'cpu' (small and quick), 'auto' picks by device.")
+@click.option("--epochs", type=int, help="Override the profile's number of epochs.")
+@click.option("--image-size", type=int, help="Override the profile's crop size.")
+@click.option("--weights", default="auto", show_default=True, help="Backbone start: 'auto', 'imagenet', 'random' or a path.")
+@fail_cleanly
+def train(profile: str, epochs: int | None, image_size: int | None, weights: str) -> None:
+    """Build the triplet dataset, train the deer-specific model, embed with it, audit (A/B against
+    the published configuration) and publish only if better; prints the A/B table."""
+    from deer_reid_assets.definitions import AFTER_TRAINING, TRAINING_ASSETS
+    from deer_reid_assets.defs.resources import ModelWeightsResource
+
+    engine()
+    resources = _resources()
+    resources["model_weights"] = ModelWeightsResource(weights=weights)
+    overrides = {k: v for k, v in {"profile": profile, "epochs": epochs, "image_size": image_size}.items()
+                 if v is not None}
+    run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": overrides}}}
+    outcome = materialize([*TRAINING_ASSETS, *AFTER_TRAINING], run_config, resources,
+                          instance(db.database_url(), write_env_file=False))
+    summary = RunSummary.from_metadata(outcome.metadata)
+    model = summary.model
+    click.echo(f"model {model['model_version']}: best val mAP {model['best_val_mAP']:.3f} at epoch "
+               f"{model['best_epoch']} on {model['device']}")
+    click.echo(summary.publish_table)
+    click.echo(summary.comparison_table)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@fail_cleanly
+def serve(host: str, port: int) -> None:
+    """The Dagster UI (dagster-webserver) and daemon against this project's PostgreSQL."""
+    from deer_reid_assets.core.store import migrations
+    from deer_reid_assets.defs.instance import REPO_ROOT
+
+    url = db.database_url()
+    migrations.migrate(db.make_engine(url))
+    instance(url).dispose()
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], cwd=REPO_ROOT),
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace],
+                         cwd=REPO_ROOT),
+    ]
+    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -1,0 +1,69 @@
+"""What the commands print after a run, read from the run's metadata in this one place (the keys
+are those the assets in ``defs/`` write)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+
+def _value(metadata: dict[str, dict[str, Any]], asset: str, key: str, default: Any = None) -> Any:
+    entry = metadata.get(asset, {}).get(key)
+    return default if entry is None else entry.value
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    weights: str | None  # which weights the baseline embeddings used
+    method: str | None  # how deer_assignments matched
+    assigned: int | None
+    considered: int | None
+    threshold: float | None
+    assignment_run: str | None
+    live_assignment_rate: float | None
+    live_false_match_rate: float | str | None
+    evaluation_table: str | None  # reid_evaluation's headline table (markdown)
+    comparison_table: str | None  # embedding_report's before/after table (markdown)
+    publish_table: str | None  # published_embeddings' decision per family (markdown)
+    model: dict[str, Any] | None  # finetuned_reid_model: version, best val mAP and epoch, device
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, dict[str, Any]]) -> RunSummary:
+        def v(asset: str, key: str) -> Any:
+            return _value(metadata, asset, key)
+
+        model = None
+        if "finetuned_reid_model" in metadata:
+            model = {k: v("finetuned_reid_model", k) for k in ("model_version", "best_val_mAP", "best_epoch", "device")}
+        return cls(
+            weights=v("baseline_embeddings", "weights"),
+            method=v("deer_assignments", "method"),
+            assigned=v("deer_assignments", "assigned"),
+            considered=v("deer_assignments", "detections_considered"),
+            threshold=v("deer_assignments", "threshold"),
+            assignment_run=v("deer_assignments", "assignment_run"),
+            live_assignment_rate=v("reid_evaluation", "live_assignment_rate"),
+            live_false_match_rate=v("reid_evaluation", "live_false_match_rate"),
+            evaluation_table=v("reid_evaluation", "summary"),
+            comparison_table=v("embedding_report", "comparison"),
+            publish_table=v("published_embeddings", "publish"),
+            model=model,
+        )
+
+    def echo_metrics(self) -> None:
+        """Live matching, the held-out evaluation and (when there) the before/after table."""
+        if self.method is not None:
+            click.echo(f"      live matching ({self.method}): assigned {self.assigned}/{self.considered} unreviewed "
+                       f"detections at threshold {self.threshold:.2f}")
+        if self.live_assignment_rate is not None:
+            fmr = self.live_false_match_rate
+            click.echo(f"      live assignment rate {self.live_assignment_rate:.3f}, live false-match rate "
+                       + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+        if self.evaluation_table is not None:
+            click.echo("\nBaseline, held-out protocol (reid_evaluation):")
+            click.echo(self.evaluation_table)
+        if self.comparison_table is not None:
+            click.echo("\nBefore/after on the same test queries (embedding_report):")
+            click.echo(self.comparison_table)
