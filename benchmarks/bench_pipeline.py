@@ -20,13 +20,12 @@ from pathlib import Path
 
 import torch
 
-from deer_reid_assets.core.ingest import crops
-from deer_reid_assets.core.store import db
-from deer_reid_assets.core.embed import versions as embeddings
-from deer_reid_assets.core.ingest import importer as ingest
 from deer_reid_assets.core import matching
-from deer_reid_assets.core.store import migrations
+from deer_reid_assets.core.embed import versions as embeddings
 from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.ingest import crops
+from deer_reid_assets.core.ingest import importer as ingest
+from deer_reid_assets.core.store import db, migrations
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from bench_pipeline import machine
 
-from deer_reid_assets.core.ingest.imaging import clamp_box, crop, load_image
 from deer_reid_assets.core.embed.device import resolve_device
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets.core.ingest.imaging import clamp_box, crop, load_image
 from deer_reid_assets.core.reid.training import TrainConfig, train
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 
 def main() -> None:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deer_reid_assets.core.store import db
-from deer_reid_assets.core.store import migrations
+from deer_reid_assets.core.store import db, migrations
 
 
 @pytest.fixture(scope="session")

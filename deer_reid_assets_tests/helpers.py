@@ -3,7 +3,6 @@
 import dagster as dg
 
 
-
 def run_pipeline(resources: dict, *, instance: dg.DagsterInstance | None = None, assets: list | None = None,
                  partition: str = "test-batch", train: bool = False, **kwargs) -> dg.ExecuteInProcessResult:
     """Materialize the asset graph (or ``assets``) the way the demo does: camera_images as one

@@ -5,11 +5,11 @@ it; a failed blocking audit stops the publish step and everything after it."""
 import dagster as dg
 import pytest
 
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs import embeddings
-from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets_tests.helpers import run_pipeline
 
 AFTER_PUBLISH = {"published_embeddings", "ensemble_weights", "deer_profiles", "deer_assignments",
                  "reid_evaluation", "embedding_report"}

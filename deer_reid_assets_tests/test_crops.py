@@ -11,11 +11,10 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core.ingest import crops
-from deer_reid_assets.core.ingest import imaging
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.ingest import crops, imaging
 from deer_reid_assets.core.ingest.imaging import BoxError, ImageError, PixelBox, clamp_box, load_image, parse_bbox
 from deer_reid_assets.core.ingest.importer import import_sidecar_folder
+from deer_reid_assets.core.store import schema as t
 
 H, W = 240, 320
 TOLERANCE = 3.0  # mean absolute difference allowed by JPEG quality 95 on this texture
@@ -174,7 +173,8 @@ def test_unreadable_photo_rejects_its_detections_only_and_rerunning_does_nothing
     a, b = _texture(4), _texture(5)
     _make_folder(tmp_path / "photos", {
         "a.png": (a, [(0.5, {"x": 10, "y": 10, "width": 100, "height": 80})]),
-        "b.png": (b, [(0.6, {"x": 20, "y": 20, "width": 50, "height": 50}), (0.7, {"x": 100, "y": 90, "width": 60, "height": 60})]),
+        "b.png": (b, [(0.6, {"x": 20, "y": 20, "width": 50, "height": 50}),
+                      (0.7, {"x": 100, "y": 90, "width": 60, "height": 60})]),
     })
     import_sidecar_folder(engine, tmp_path / "photos")
     broken = tmp_path / "photos" / "b.png"

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from deer_reid_assets.core.store import db
-from deer_reid_assets.core.store import migrations
-from deer_reid_assets.core.store import schema
+from deer_reid_assets.core.store import db, migrations, schema
 
 
 def _columns(engine, table):
@@ -47,7 +45,8 @@ def test_seed_columns_have_the_seed_types(engine):
         )).scalar()
         indexes = dict(conn.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'deer'")).all())
     assert default.startswith("'baseline'")
-    for name in ("idx_deer_feature_vector_multiscale", "idx_deer_feature_vector_efficientnet", "idx_deer_feature_vector_finetuned"):
+    for name in ("idx_deer_feature_vector_multiscale", "idx_deer_feature_vector_efficientnet",
+                 "idx_deer_feature_vector_finetuned"):
         assert "hnsw" in indexes[name] and "vector_cosine_ops" in indexes[name]
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deer_reid_assets.core.evaluation import metrics
 from deer_reid_assets.core.evaluation.ensemble import (
     CURVE_COLUMNS,
     DEFAULT_WEIGHTS,
@@ -19,7 +18,9 @@ from deer_reid_assets.core.evaluation.ensemble import (
     ensemble_vectors,
     search_weights,
 )
-from deer_reid_assets.core.evaluation.metrics import EvalSplit, identity_split
+from deer_reid_assets.core.evaluation.profiles import check_blocks
+from deer_reid_assets.core.evaluation.report import evaluate
+from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -43,7 +44,7 @@ def test_ensemble_vectors_are_unit_and_give_weighted_cosines(w):
     assert blocks == [(0, 7, w), (7, 12, 1 - w)]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(vectors @ vectors.T, w * (a @ a.T) + (1 - w) * (b @ b.T), atol=1e-12)
-    metrics.check_blocks(blocks, vectors.shape[1])  # the blocks are valid for metrics
+    check_blocks(blocks, vectors.shape[1])  # the blocks are valid for metrics
 
 
 def test_ensemble_vectors_accept_float32_near_unit_rows_and_renormalise():
@@ -184,7 +185,7 @@ def test_curve_matches_a_direct_evaluation_at_each_weight():
     assert choice.query_set == "test"
     for w in weights:
         vectors, blocks = ensemble_vectors(a, b, w)
-        report = metrics.evaluate(vectors, ids, labels, None, split, query_set="test", blocks=blocks)
+        report = evaluate(vectors, ids, labels, None, split, query_set="test", blocks=blocks)
         row = choice.curve.set_index("weight").loc[w]
         assert row["rank1"] == report.retrieval["rank1"] and row["mAP"] == report.retrieval["mAP"]
         if report.best is None:
@@ -299,7 +300,7 @@ def test_roadmap_is_evaluated_even_when_not_in_the_grid():
     choice = search_weights(a, b, ids, labels, None, split, weights=[1.0, 0.0, 1.0])
     assert choice.curve["weight"].tolist() == [0.0, 1.0]  # deduplicated, ascending
     vectors, blocks = ensemble_vectors(a, b, ROADMAP_WEIGHT)
-    direct = metrics.evaluate(vectors, ids, labels, None, split, query_set="val", blocks=blocks)
+    direct = evaluate(vectors, ids, labels, None, split, query_set="val", blocks=blocks)
     assert direct.best is not None
     assert choice.roadmap["threshold"] == direct.best["threshold"]
     assert choice.roadmap["assignment_rate"] == direct.best["assignment_rate"]

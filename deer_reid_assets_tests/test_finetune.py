@@ -6,9 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.embed import versions as emb_core
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.defs import embeddings
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets_tests.helpers import run_pipeline
 
 TINY = {"profile": "cpu", "epochs": 2, "image_size": 48, "p": 3, "k": 2, "batches_per_epoch": 2}

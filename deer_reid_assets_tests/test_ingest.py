@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.ingest.importer import SidecarError, import_crop_folders, import_sidecar_folder, load_sidecar
+from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
 CONFIG = SyntheticConfig(n_images=24, n_bucks=4, n_does=2, seed=3)
@@ -237,7 +237,8 @@ BAD_SIDECARS = {
     "detection without bbox": (_mutate(["images", 0, "detections", 1, "bbox"], _DELETE), ["images[0].detections[1]", "bbox"]),
     "absolute path": (_mutate(["images", 1, "file"], "/etc/passwd"), ["images[1]", "/etc/passwd", "absolute"]),
     "dot-dot path": (_mutate(["images", 0, "file"], "images/../../outside.png"), ["images[0]", "'..'"]),
-    "bad classification": (_mutate(["images", 0, "detections", 1, "classification"], "moose"), ["images[0].detections[1]", "moose"]),
+    "bad classification": (_mutate(["images", 0, "detections", 1, "classification"], "moose"),
+                           ["images[0].detections[1]", "moose"]),
     "bad confidence": (_mutate(["images", 0, "detections", 0, "confidence"], 1.5), ["images[0].detections[0]", "confidence"]),
     "bad timestamp": (_mutate(["images", 0, "timestamp"], "yesterday at dawn"), ["images[0]", "yesterday at dawn", "ISO 8601"]),
     "detections not a list": (_mutate(["images", 1, "detections"], None), ["images[1]", "detections"]),

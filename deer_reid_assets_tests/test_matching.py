@@ -8,7 +8,7 @@ similarity exactly 0.75 with e0) and "exactly at the threshold" means exactly.
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -21,7 +21,7 @@ from deer_reid_assets.core.store import schema as t
 DIM = t.EMBEDDING_DIM
 VERSION = "r50-test"
 FAMILY = "resnet50"
-T0 = datetime(2026, 10, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 10, 1, 6, 0, tzinfo=UTC)
 _serial = itertools.count()
 
 
@@ -237,7 +237,8 @@ def test_assign_threshold_sex_rule_and_tie(engine, world):
     assert {d for (q, d) in scores if q == w["sex_doe"]} == {w["D1"]}        # only doe (no unknown-sex deer)
     assert {d for (q, d) in scores if q == w["sex_unknown"]} == bucks | {w["D1"]}
     top = scores[(w["above"], w["B1"])]
-    assert (top.similarity_score, top.matched, top.sex_match, top.threshold_used) == (Decimal("0.7500"), True, True, Decimal("0.5000"))
+    assert (top.similarity_score, top.matched, top.sex_match, top.threshold_used) == \
+        (Decimal("0.7500"), True, True, Decimal("0.5000"))
     assert (top.detection_classification, top.deer_sex) == ("buck", "buck")
     assert scores[(w["above"], w["B2"])].matched is False and scores[(w["above"], w["B2"])].similarity_score == 0
     assert scores[(w["below"], w["B1"])].similarity_score == Decimal("0.2500")

@@ -9,26 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deer_reid_assets.core.evaluation.metrics import (
+from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
+from deer_reid_assets.core.evaluation.profiles import Profiles, build_profiles, check_blocks, match_to_profiles
+from deer_reid_assets.core.evaluation.report import EvaluationReport, compare_reports, evaluate
+from deer_reid_assets.core.evaluation.scores import (
     ASSIGNMENT_KEYS,
-    EvalSplit,
-    EvaluationReport,
-    Profiles,
     assignment_metrics,
     best_threshold,
-    build_profiles,
-    check_blocks,
-    compare_reports,
-    evaluate,
-    identity_split,
-    match_to_profiles,
     retrieval_metrics,
-    sex_compatible,
     similarity_distributions,
-    split_roles,
     threshold_sweep,
 )
-from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
+from deer_reid_assets.core.evaluation.sex import sex_compatible
+from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_roles
 
 
 def unit(angle_degrees: float) -> np.ndarray:

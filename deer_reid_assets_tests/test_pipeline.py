@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.embed import versions as embeddings
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.definitions import ALL_ASSETS, TRAINING_ASSETS
-from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets_tests.helpers import run_pipeline
 
 
 @pytest.fixture

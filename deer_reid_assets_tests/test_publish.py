@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from deer_reid_assets.cli import main
 from deer_reid_assets.core.embed import versions as emb_core
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.defs import embeddings
-from deer_reid_assets_tests.helpers import run_pipeline
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
+from deer_reid_assets_tests.helpers import run_pipeline
 
 
 def _resources(engine, tmp_path, seed=0):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.evaluation.scores import retrieval_metrics
 from deer_reid_assets.core.reid import training as T
 
 SIZE = 48
@@ -165,7 +165,7 @@ def test_leave_one_out_matches_retrieval_metrics():
         others = [i for i in range(len(ids)) if i != q]
         if ids[q] not in {ids[i] for i in others}:
             continue
-        one = metrics.retrieval_metrics(emb[[q]], [ids[q]], emb[others], [ids[i] for i in others])
+        one = retrieval_metrics(emb[[q]], [ids[q]], emb[others], [ids[i] for i in others])
         rank1.append(one["rank1"])
         aps.append(one["mAP"])
     assert got["n_queries"] == len(aps) == 40

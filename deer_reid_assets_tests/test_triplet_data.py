@@ -5,8 +5,8 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.reid import triplet_data
-from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets_tests.helpers import run_pipeline
 
 

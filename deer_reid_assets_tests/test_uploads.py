@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from deer_reid_assets.core.ingest.uploads import ScanResult, camera_key, scan_uploads
 
-T0 = datetime(2026, 10, 3, 5, 0, tzinfo=timezone.utc).timestamp()  # a fixed "capture" time
+T0 = datetime(2026, 10, 3, 5, 0, tzinfo=UTC).timestamp()  # a fixed "capture" time
 DAY = 86400.0
 
 
@@ -351,7 +351,7 @@ def test_cursor_size_for_12000_paths():
     random 16-hex names < 250 KB (measured ~166 KB)."""
     import random
 
-    from deer_reid_assets.core.ingest.uploads import _State, _dump_cursor, _load_cursor
+    from deer_reid_assets.core.ingest.uploads import _dump_cursor, _load_cursor, _State
 
     rng = random.Random(0)
     cases = {

@@ -95,7 +95,8 @@ def embeddings_list() -> None:
         rows = versions.list_versions(conn)
     if not rows:
         click.echo("no embedding versions yet")
-    click.echo(f"{'version':20s} {'family':13s} {'status':10s} {'audit':7s} {'vectors':>7s}  created              weights")
+    click.echo(f"{'version':20s} {'family':13s} {'status':10s} {'audit':7s} {'vectors':>7s}  "
+               "created              weights")
     for r in rows:
         audit = {True: "passed", False: "FAILED", None: "-"}[r["audit_passed"]]
         click.echo(f"{r['version']:20s} {r['model_family']:13s} {r['status']:10s} {audit:7s} {r['n_embeddings']:7d}  "
@@ -126,7 +127,8 @@ def embeddings_rollback(version: str, threshold: float) -> None:
     outcome = materialize([deer_profiles, deer_assignments], run_config, default_resources(), inst)
     summary = RunSummary.from_metadata(outcome.metadata)
     (row,) = [r for r in rows if r["action"] != "unchanged"]
-    click.echo(f"{row['family']}: {row['action']}; profiles rebuilt; {summary.method} matching assigned {summary.assigned}/{summary.considered} "
+    click.echo(f"{row['family']}: {row['action']}; profiles rebuilt; {summary.method} matching assigned "
+               f"{summary.assigned}/{summary.considered} "
                f"(run {summary.assignment_run})")
 
 

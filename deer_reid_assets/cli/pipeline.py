@@ -58,7 +58,8 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     if regenerate or not (data / "detections.json").exists():
         step("synthetic trail-camera photos")
         summary = generate_dataset(data, SyntheticConfig(n_images=images, n_bucks=bucks, n_does=does))
-        click.echo(f"      {summary.n_images} photos, {summary.n_detections} detections of {summary.n_individuals} deer")
+        click.echo(f"      {summary.n_images} photos, {summary.n_detections} detections of "
+                   f"{summary.n_individuals} deer")
     inst = instance(url)
     step("materializing the asset graph (camera_images -> ... -> finetuned_reid_model -> ... -> embedding_report)"
          if train else "materializing the asset graph without training (camera_images -> ... -> embedding_report)")
@@ -107,7 +108,8 @@ def report(weights: str, image_size: int) -> None:
               help="'full' (GPU: 60 epochs at 224 px), 'cpu' (small and quick), 'auto' picks by device.")
 @click.option("--epochs", type=int, help="Override the profile's number of epochs.")
 @click.option("--image-size", type=int, help="Override the profile's crop size.")
-@click.option("--weights", default="auto", show_default=True, help="Backbone start: 'auto', 'imagenet', 'random' or a path.")
+@click.option("--weights", default="auto", show_default=True,
+              help="Backbone start: 'auto', 'imagenet', 'random' or a path.")
 @fail_cleanly
 def train(profile: str, epochs: int | None, image_size: int | None, weights: str) -> None:
     """Build the triplet dataset, train the deer-specific model, embed with it, audit (A/B against

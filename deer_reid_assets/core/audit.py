@@ -24,9 +24,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from deer_reid_assets.core import families
-from deer_reid_assets.core.evaluation import metrics
 from deer_reid_assets.core.embed.versions import coverage, load_embeddings, published_version
+from deer_reid_assets.core.evaluation.profiles import build_profiles, match_to_profiles
 from deer_reid_assets.core.evaluation.protocol import labelled_matrices
+from deer_reid_assets.core.evaluation.report import evaluate
 
 REGRESSION_METRICS = ("rank1", "mAP", "best_assignment_rate")
 
@@ -85,7 +86,7 @@ def _norm_violations(conn: sa.Connection, version: str) -> int:
 
 def _val_summary(engine: sa.Engine, version: str, threshold: float, max_fmr: float, seed: int) -> dict:
     subset, (matrix,), split = labelled_matrices(engine, [version], seed=seed)
-    report = metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+    report = evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
                               threshold=threshold, query_set="val", max_false_match_rate=max_fmr)
     summary = report.summary()
     summary["best_assignment_rate"] = summary["best_assignment_rate"] or 0.0
@@ -140,10 +141,9 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
                                         max_false_match_rate: float, seed: int) -> None:
     """A/B on the TEST queries: the fine-tuned model is published only if it beats what the matcher
     uses now (the tuned ensemble, else the baseline): higher mAP and rank-1 not lower."""
+    from deer_reid_assets.core.embed.versions import latest_version
     from deer_reid_assets.core.evaluation.protocol import evaluate_configurations
     from deer_reid_assets.core.matching import matcher_setup
-
-    from deer_reid_assets.core.embed.versions import latest_version
 
     try:
         models, current_threshold, method = matcher_setup(engine, "auto", threshold, include_finetuned=False)
@@ -182,9 +182,9 @@ def _assign_in_memory(conn: sa.Connection, version: str, threshold: float) -> di
     queries = [d for d in ids if info.get(d) and not info[d][2]]
     if not labelled or not queries:
         return {d: None for d in queries}
-    profiles = metrics.build_profiles(vectors[[index[d] for d in labelled]], [info[d][1] for d in labelled],
+    profiles = build_profiles(vectors[[index[d] for d in labelled]], [info[d][1] for d in labelled],
                                       [info[d][4] or "unknown" for d in labelled])
-    matches = metrics.match_to_profiles(vectors[[index[d] for d in queries]], profiles, [info[d][3] for d in queries])
+    matches = match_to_profiles(vectors[[index[d] for d in queries]], profiles, [info[d][3] for d in queries])
     return {d: (name if sim is not None and np.isfinite(sim) and sim >= threshold else None)
             for d, name, sim in zip(queries, matches.best_name, matches.best_similarity)}
 

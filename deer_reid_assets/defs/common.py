@@ -2,8 +2,8 @@
 
 import base64
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import dagster as dg
 import pandas as pd

@@ -9,8 +9,8 @@ from pydantic import Field
 from deer_reid_assets.core import families
 from deer_reid_assets.core.embed import versions as emb_core
 from deer_reid_assets.core.evaluation import protocol as evaluation
-from deer_reid_assets.core.evaluation.metrics import compare_reports
 from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
+from deer_reid_assets.core.evaluation.report import compare_reports
 from deer_reid_assets.core.matching import current_ensemble
 
 from .automation import DOWNSTREAM

@@ -9,8 +9,8 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core.evaluation import protocol as evaluation
-from deer_reid_assets.core.store import reid_models as training_store
 from deer_reid_assets.core.reid import triplet_data
+from deer_reid_assets.core.store import reid_models as training_store
 
 from .common import OWNERS, md_image, md_table
 from .ingest import crops
@@ -96,8 +96,8 @@ def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
 def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunConfig, database: DatabaseResource,
                          image_store: ImageStoreResource, compute: ComputeResource,
                          model_weights: ModelWeightsResource) -> dg.MaterializeResult:
-    from deer_reid_assets.core.reid import training
     from deer_reid_assets.core.evaluation.plots import training_curve_plot
+    from deer_reid_assets.core.reid import training
 
     engine = database.get_engine()
     manifest_version = training_store.latest_manifest_version(engine)

@@ -3,8 +3,8 @@ versioned write / audit / publish path as the other model families."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

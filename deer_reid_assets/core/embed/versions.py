@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core.families import FAMILIES
 from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 if TYPE_CHECKING:  # torch is imported only where models run
     from deer_reid_assets.core.embed.embedder import Embedder
@@ -82,7 +84,7 @@ def _reusable_version(conn: sa.Connection, family: str, base_key: dict) -> sa.Ro
     return None
 
 
-def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sample_size: int = 1500,
+def embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, sample_size: int = 1500,
                 seed: int = 0, chunk: int = 128, refit: bool = False,
                 progress: Callable[[int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> EmbedReport:
@@ -135,7 +137,8 @@ def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sam
                 written_at_fit = len(sampled)
 
     with engine.connect() as conn:
-        done = set(conn.execute(sa.select(t.reid_embeddings.c.detection_id).where(t.reid_embeddings.c.version == version)).scalars())
+        e = t.reid_embeddings
+        done = set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
     todo = [(d, p) for d, p in crops if d not in done]
     new = 0
     for start in range(0, len(todo), chunk):
@@ -166,7 +169,7 @@ def embed_crops(engine: sa.Engine, embedder: "Embedder", *, artifacts: Path, sam
                        raw_forward_seconds=raw_seconds)
 
 
-def _insert_version(version: str, family: str, embedder: "Embedder", config: dict):
+def _insert_version(version: str, family: str, embedder: Embedder, config: dict):
     return sa.insert(t.reid_embedding_versions).values(
         version=version, model_family=family, weights_source=embedder.weights.source,
         weights_id=embedder.weights.weights_id, weights_description=embedder.weights.description,
@@ -183,11 +186,10 @@ def _write_vectors(conn: sa.Connection, version: str, detection_ids: list[str], 
 def _check_vectors(vectors: np.ndarray, version: str) -> None:
     if vectors.ndim != 2 or vectors.shape[1] != t.EMBEDDING_DIM:
         raise EmbeddingError(f"{version}: model returned shape {vectors.shape}, expected (n, {t.EMBEDDING_DIM})")
-    if not np.isfinite(vectors).all():
-        raise EmbeddingError(f"{version}: model returned non-finite values; nothing of this chunk was written")
-    norms = np.linalg.norm(vectors, axis=1)
-    if not np.allclose(norms, 1.0, atol=1e-3):
-        raise EmbeddingError(f"{version}: vectors are not unit-norm (norms {norms.min():.4f}..{norms.max():.4f})")
+    try:
+        unit_norm_rows(vectors, "the model's vectors", UNIT_NORM_TOLERANCE)
+    except ValueError as exc:
+        raise EmbeddingError(f"{version}: {exc}; nothing of this chunk was written") from None
 
 
 def coverage(conn: sa.Connection, version: str) -> tuple[int, int]:

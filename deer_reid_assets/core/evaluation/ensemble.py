@@ -6,7 +6,7 @@ The ensemble similarity between a query and a deer is ``w * cos_A + (1 - w) * co
 model has its own profile (L2-normalised mean of that model's gallery vectors). With unit rows
 ``a`` (model A) and ``b`` (model B), the detection vector ``concat(sqrt(w) * a, sqrt(1 - w) * b)``
 is unit norm, and so is the block-wise profile ``concat(sqrt(w) * P_A, sqrt(1 - w) * P_B)`` that
-:func:`metrics.build_profiles` builds with the blocks :func:`ensemble_vectors` returns; their dot
+:func:`profiles.build_profiles` builds with the blocks :func:`ensemble_vectors` returns; their dot
 product is exactly the ensemble similarity. Detection-to-detection cosines of the concatenated
 vectors (rank-1 / mAP) are exactly the weighted sums of the per-model cosines too.
 """
@@ -21,36 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deer_reid_assets.core.evaluation import metrics
-from deer_reid_assets.core.evaluation.metrics import EvalSplit
+from deer_reid_assets.core.evaluation.report import EvaluationReport, evaluate
+from deer_reid_assets.core.evaluation.scores import json_safe
+from deer_reid_assets.core.evaluation.splits import QUERY_SETS, EvalSplit
+from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 ROADMAP_WEIGHT = 0.6  # the roadmap's starting point: 0.6 * ResNet50 + 0.4 * EfficientNet-B0
 DEFAULT_WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
-UNIT_NORM_TOLERANCE = 1e-3
 CURVE_COLUMNS = ("weight", "best_threshold", "assignment_rate", "false_match_rate", "rank1", "mAP")
 _TIE = 1e-9  # weights closer than this to equally far from ROADMAP_WEIGHT count as equally far
-
-
-def _unit_matrix(values: Any, name: str, atol: float) -> np.ndarray:
-    """Finite 2-D float64 array whose rows have norm 1 within ``atol``; rows re-normalised exactly."""
-    array = np.asarray(values)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n, dim); got shape {array.shape}")
-    if array.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one column")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric; got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    norms = np.linalg.norm(array, axis=1)
-    off = np.flatnonzero(np.abs(norms - 1.0) > atol)
-    if off.size:
-        i = int(off[0])
-        raise ValueError(
-            f"{name} rows must be unit norm (tolerance {atol}); row {i} has norm {norms[i]:.6g}"
-        )
-    return array / norms[:, None] if array.shape[0] else array
 
 
 def _check_weight(weight: Any) -> float:
@@ -72,12 +51,12 @@ def ensemble_vectors(
 
     ``a`` (N, Da) and ``b`` (N, Db) must hold the same detections in the same order, with rows of
     unit norm within ``atol`` (they are re-normalised exactly, so the result rows are unit norm).
-    Returns float64. Pass the blocks to :func:`metrics.evaluate` / :func:`metrics.build_profiles`.
+    Returns float64. Pass the blocks to :func:`report.evaluate` / :func:`profiles.build_profiles`.
     Raises ValueError on bad shapes, non-unit or non-finite rows, or ``weight`` outside [0, 1].
     """
     w = _check_weight(weight)
-    left = _unit_matrix(a, "a", atol)
-    right = _unit_matrix(b, "b", atol)
+    left = unit_norm_rows(a, "a", atol)
+    right = unit_norm_rows(b, "b", atol)
     if left.shape[0] != right.shape[0]:
         raise ValueError(f"a has {left.shape[0]} rows but b has {right.shape[0]}")
     da, db = left.shape[1], right.shape[1]
@@ -109,22 +88,22 @@ class EnsembleChoice:
     def to_json(self) -> dict[str, Any]:
         """Plain, strict-JSON-able dict (NaN -> None); the curve as a list of row dicts."""
         return {
-            "weight": metrics.json_safe(self.weight),
-            "threshold": metrics.json_safe(self.threshold),
-            "assignment_rate": metrics.json_safe(self.assignment_rate),
-            "false_match_rate": metrics.json_safe(self.false_match_rate),
+            "weight": json_safe(self.weight),
+            "threshold": json_safe(self.threshold),
+            "assignment_rate": json_safe(self.assignment_rate),
+            "false_match_rate": json_safe(self.false_match_rate),
             "meets_budget": bool(self.meets_budget),
-            "max_false_match_rate": metrics.json_safe(self.max_false_match_rate),
+            "max_false_match_rate": json_safe(self.max_false_match_rate),
             "query_set": self.query_set,
-            "roadmap": {key: metrics.json_safe(value) for key, value in self.roadmap.items()},
+            "roadmap": {key: json_safe(value) for key, value in self.roadmap.items()},
             "curve": [
-                {key: metrics.json_safe(value) for key, value in row.items()}
+                {key: json_safe(value) for key, value in row.items()}
                 for row in self.curve.to_dict(orient="records")
             ],
         }
 
 
-def _curve_row(weight: float, report: metrics.EvaluationReport) -> dict[str, Any]:
+def _curve_row(weight: float, report: EvaluationReport) -> dict[str, Any]:
     best = report.best
     return {
         "weight": weight,
@@ -177,7 +156,7 @@ def search_weights(
     """Grid-search the ensemble weight ``w`` (A gets ``w``, B ``1 - w``) on ``query_set`` queries.
 
     For each weight (deduplicated, ascending) the ensemble vectors are evaluated with
-    :func:`metrics.evaluate` (block-wise profiles, sex rule when ``classifications`` are given) and
+    :func:`report.evaluate` (block-wise profiles, sex rule when ``classifications`` are given) and
     its ``best`` threshold (highest assignment rate with FMR <= ``max_false_match_rate`` and at
     least one assignment) is taken. The chosen (w, t) maximises that assignment rate; ties go to
     the higher rank-1, then to the weight closest to :data:`ROADMAP_WEIGHT` (then the higher weight).
@@ -193,16 +172,16 @@ def search_weights(
     grid = _check_weights(weights)
     if not (math.isfinite(float(max_false_match_rate)) and 0.0 <= float(max_false_match_rate) <= 1.0):
         raise ValueError(f"max_false_match_rate must be in [0, 1]; got {max_false_match_rate!r}")
-    if query_set not in metrics.QUERY_SETS:
-        raise ValueError(f"query_set must be one of {metrics.QUERY_SETS}; got {query_set!r}")
-    left = _unit_matrix(a, "a", UNIT_NORM_TOLERANCE)
-    right = _unit_matrix(b, "b", UNIT_NORM_TOLERANCE)
+    if query_set not in QUERY_SETS:
+        raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
+    left = unit_norm_rows(a, "a", UNIT_NORM_TOLERANCE)
+    right = unit_norm_rows(b, "b", UNIT_NORM_TOLERANCE)
     if left.shape[0] != right.shape[0]:
         raise ValueError(f"a has {left.shape[0]} rows but b has {right.shape[0]}")
 
-    def run(weight: float) -> metrics.EvaluationReport:
+    def run(weight: float) -> EvaluationReport:
         vectors, blocks = ensemble_vectors(left, right, weight)
-        return metrics.evaluate(
+        return evaluate(
             vectors, detection_ids, identities, classifications, split,
             query_set=query_set, max_false_match_rate=max_false_match_rate, blocks=blocks,
         )

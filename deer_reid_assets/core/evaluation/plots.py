@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deer_reid_assets.core.evaluation.metrics import EvaluationReport
+from deer_reid_assets.core.evaluation.report import EvaluationReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

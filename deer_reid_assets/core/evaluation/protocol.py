@@ -2,7 +2,7 @@
 
 Two views, both computed, never typed in:
 
-* **Held-out protocol** (``metrics.evaluate``): every detection with a known identity (hidden
+* **Held-out protocol** (``report.evaluate``): every detection with a known identity (hidden
   ground truth, else a person's label) is split by a seeded, identity-aware, hash-stable split
   (stored in ``reid_eval_splits``); some individuals are held out of the gallery entirely (new
   animals). Profiles come from the gallery; val/test queries give assignment rate, false-match
@@ -21,7 +21,9 @@ import sqlalchemy as sa
 
 from deer_reid_assets.core import families
 from deer_reid_assets.core.embed.versions import load_embeddings
-from deer_reid_assets.core.evaluation import ensemble, metrics
+from deer_reid_assets.core.evaluation import ensemble
+from deer_reid_assets.core.evaluation.report import EvaluationReport, evaluate
+from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_roles
 from deer_reid_assets.core.store import queries
 from deer_reid_assets.core.store import schema as t
 
@@ -33,7 +35,7 @@ class LabelledSet:
     classifications: list[str]
     split_keys: list[str]  # content keys (photo sha256 + box): splits do not depend on random row ids
 
-    def subset(self, keep: list[int]) -> "LabelledSet":
+    def subset(self, keep: list[int]) -> LabelledSet:
         return LabelledSet(*([values[k] for k in keep] for values in
                              (self.detection_ids, self.identities, self.classifications, self.split_keys)))
 
@@ -81,12 +83,12 @@ def labelled_fingerprint(conn: sa.Connection) -> str:
 
 
 def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "default", seed: int = 0,
-                 held_out_fraction: float = 0.2, gallery_fraction: float = 0.5) -> metrics.EvalSplit:
+                 held_out_fraction: float = 0.2, gallery_fraction: float = 0.5) -> EvalSplit:
     """The seeded split of ``labelled``, recorded in ``reid_eval_splits`` (new detections are added;
     the hash-based split never moves a detection that was already placed)."""
-    split = metrics.identity_split(labelled.split_keys, labelled.identities, seed=seed,
+    split = identity_split(labelled.split_keys, labelled.identities, seed=seed,
                                    held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
-    roles = metrics.split_roles(split, len(labelled.detection_ids))
+    roles = split_roles(split, len(labelled.detection_ids))
     s = t.reid_eval_splits
     with engine.begin() as conn:
         known = set(conn.execute(sa.select(s.c.detection_id).where(s.c.split_name == name)).scalars())
@@ -98,7 +100,7 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
 
 
 def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
-                      ) -> tuple[LabelledSet, list[np.ndarray], metrics.EvalSplit]:
+                      ) -> tuple[LabelledSet, list[np.ndarray], EvalSplit]:
     """The labelled detections embedded in every one of ``versions``, one matrix per version (same
     row order), and the stored seeded split over exactly those detections."""
     with engine.connect() as conn:
@@ -115,10 +117,10 @@ def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str
 
 def evaluate_version(engine: sa.Engine, version: str, *, threshold: float = 0.40, query_set: str = "test",
                      split_name: str = "default", seed: int = 0, max_false_match_rate: float = 0.05
-                     ) -> metrics.EvaluationReport:
+                     ) -> EvaluationReport:
     """Held-out protocol for one embedding version."""
     subset, (matrix,), split = labelled_matrices(engine, [version], split_name=split_name, seed=seed)
-    return metrics.evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
+    return evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
                             threshold=threshold, query_set=query_set, max_false_match_rate=max_false_match_rate)
 
 
@@ -169,7 +171,7 @@ def search_ensemble_weights(engine: sa.Engine, *, max_false_match_rate: float = 
 def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[str, float]], *,
                             thresholds: dict[str, float] | None = None, threshold: float = 0.40,
                             query_set: str = "test", max_false_match_rate: float = 0.05, seed: int = 0
-                            ) -> dict[str, metrics.EvaluationReport]:
+                            ) -> dict[str, EvaluationReport]:
     """Evaluate matcher configurations (``{name: {version: weight}}``; one version = a single model,
     several = the weighted sum of their cosines, evaluated exactly with block-wise profiles) on the
     same queries of the same split: the detections embedded by every version involved."""
@@ -188,7 +190,7 @@ def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[st
                 blocks.append((start, start + part.shape[1], weight))
                 start += part.shape[1]
             matrix = np.concatenate(parts, axis=1)
-        reports[name] = metrics.evaluate(
+        reports[name] = evaluate(
             matrix, subset.detection_ids, subset.identities, subset.classifications, split,
             threshold=(thresholds or {}).get(name, threshold), query_set=query_set,
             max_false_match_rate=max_false_match_rate, blocks=blocks)
@@ -198,7 +200,7 @@ def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[st
 def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b: str, *, tuned_weight: float,
                     tuned_threshold: float | None, threshold: float = 0.40, roadmap_weight: float = 0.6,
                     finetuned: str | None = None, max_false_match_rate: float = 0.05, seed: int = 0
-                    ) -> dict[str, metrics.EvaluationReport]:
+                    ) -> dict[str, EvaluationReport]:
     """Baseline, each model alone, the roadmap's ensemble, the tuned ensemble (and the fine-tuned
     model when there is one) on the same test queries of the same split."""
     tuned = f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}"

@@ -8,15 +8,15 @@ photo never stops the batch. Boxes that overhang the photo are clamped and flagg
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.ingest.imaging import BoxError, ImageError, clamp_box, crop, load_image
+from deer_reid_assets.core.store import schema as t
 
 CROP_VERSION = "1"  # bump when cropping changes (margins, format): crops are redone
 MIN_SIDE = 16
@@ -62,7 +62,7 @@ def make_crops(engine: sa.Engine, store: Path, *, image_batches: list[str] | Non
     groups = list(by_image.items())
     for start in range(0, len(groups), chunk_images):
         rows = []
-        for (image_id, path), dets in groups[start : start + chunk_images]:
+        for (_image_id, path), dets in groups[start : start + chunk_images]:
             rows.extend(_crop_image(store, Path(path), dets, report))
         if rows:
             with engine.begin() as conn:

@@ -8,15 +8,15 @@ downloaded). Photos still pending after the detector ran get ``processing_status
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import sqlalchemy as sa
 from PIL import Image
 
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.ingest.imaging import ImageError, load_image
+from deer_reid_assets.core.store import schema as t
 
 
 class DetectorError(ValueError):

@@ -24,15 +24,16 @@ rest of the batch goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.ingest.imaging import IMAGE_SUFFIXES, ImageError, exif_summary, load_image, sha256_file
+from deer_reid_assets.core.store import schema as t
 
 SIDECAR_FORMAT = "deer-reid-detections/1"
 GROUND_TRUTH_FORMAT = "deer-reid-ground-truth/1"
@@ -122,7 +123,7 @@ def _parse_time(value: Any, where: str) -> datetime:
         ts = datetime.fromisoformat(str(value))
     except ValueError as exc:
         raise SidecarError(f"{where}: timestamp {value!r} is not ISO 8601") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _exif_time(exif: dict[str, Any]) -> datetime | None:
@@ -130,7 +131,7 @@ def _exif_time(exif: dict[str, Any]) -> datetime | None:
     if not raw:
         return None
     try:
-        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -144,7 +145,8 @@ def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, ca
         info = info or {}
         row = conn.execute(
             sa.insert(t.locations)
-            .values(name=name, description=info.get("description"), latitude=info.get("latitude"), longitude=info.get("longitude"))
+            .values(name=name, description=info.get("description"), latitude=info.get("latitude"),
+                    longitude=info.get("longitude"))
             .returning(t.locations.c.id)
         ).first()
     cache[name] = row[0]
@@ -193,7 +195,7 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
                   loc_cache: dict[str, str], status: str, error: str | None, sha: str, size, exif) -> str:
     location = _location_id(conn, camera, camera_info, loc_cache) if camera else None
     if timestamp is None:
-        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     image_id = conn.execute(
         sa.insert(t.images)
         .values(filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
@@ -308,7 +310,7 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
                                       classification=classification)
         if label:
             values.update(deer_id=deer_id_for_name(conn, str(label), classification, report), is_reviewed=True,
-                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(timezone.utc))
+                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(UTC))
             report.labelled += 1
         detection_id = conn.execute(sa.insert(t.detections).values(**values).returning(t.detections.c.id)).scalar_one()
         report.detections += 1
@@ -367,7 +369,7 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
                     sa.insert(t.detections)
                     .values(image_id=image_id, deer_id=deer_id, bbox={"x": 0, "y": 0, "width": img.width, "height": img.height},
                             confidence=1.0, classification=sex, is_reviewed=True, is_valid=True,
-                            reviewed_by="import-crops", reviewed_at=datetime.now(timezone.utc))
+                            reviewed_by="import-crops", reviewed_at=datetime.now(UTC))
                     .returning(t.detections.c.id)
                 ).scalar_one()
                 _insert_truth(conn, detection_id, {"deer": name, "sex": sex}, source="crop_folders")

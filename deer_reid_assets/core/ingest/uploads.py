@@ -90,7 +90,7 @@ import time
 import unicodedata
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}  # compared lower-cased
@@ -362,7 +362,7 @@ def scan_uploads(
 
     groups: dict[tuple[str, str], list[_Seen]] = {}
     for f in chosen:
-        day = datetime.fromtimestamp(f.mtime_ns / 1e9, tz=timezone.utc).date().isoformat()
+        day = datetime.fromtimestamp(f.mtime_ns / 1e9, tz=UTC).date().isoformat()
         groups.setdefault((f.camera, day), []).append(f)
         del new_pending[f.rel]
         state.submitted.add(f.rel)

@@ -70,7 +70,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from deer_reid_assets.core.ingest.imaging import load_image
 from deer_reid_assets.core.embed.backbones import (
     EMBEDDING_DIM,
     IMAGENET_MEAN,
@@ -80,6 +79,7 @@ from deer_reid_assets.core.embed.backbones import (
     build_backbone,
     resolve_device,
 )
+from deer_reid_assets.core.ingest.imaging import load_image
 
 CHECKPOINT_FORMAT = "deer-reid-reidnet/1"
 BEST_CHECKPOINT = "best.pt"

@@ -36,7 +36,8 @@ images = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("location_id", UUID(as_uuid=False)),
     sa.Column("exif_data", JSON),
-    sa.Column("processing_status", sa.Enum("pending", "processing", "completed", "failed", name="processingstatus", create_type=False)),
+    sa.Column("processing_status", sa.Enum("pending", "processing", "completed", "failed", name="processingstatus",
+                                           create_type=False)),
     sa.Column("error_message", sa.Text),
 )
 

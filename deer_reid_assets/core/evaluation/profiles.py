@@ -1,0 +1,187 @@
+"""Profiles (one unit vector per deer, optionally block-wise for ensembles) and matching queries to them.
+
+A *profile* is the L2-normalised mean of the (row-normalised) embeddings of one deer's gallery
+detections. A query is *assigned* to its most similar sex-compatible profile (cosine) when that
+similarity is ``>= threshold``; a query with no compatible profile is unassigned.
+
+Block-wise profiles (model ensembles): with ``blocks = [(start, stop, weight), ...]`` tiling the
+embedding columns (weights summing to 1), a profile is built per block (mean of that block's
+columns over the deer's rows, L2-normalised), scaled by ``sqrt(weight)`` and concatenated. For rows
+``concat(sqrt(w_k) * x_k)`` with unit ``x_k`` (see :mod:`core.evaluation.ensemble`), profile . query
+is exactly ``sum_k w_k * cos(x_k, profile_k)`` and both are unit norm. A zero-weight block gets a
+zero profile block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deer_reid_assets.core.evaluation.sex import normalise_sex, sex_compatible
+from deer_reid_assets.core.vectors import check_dims, check_length, embedding_matrix, identity_labels, normalise_rows
+
+
+@dataclass
+class Profiles:
+    """One unit-norm vector per known deer; ``sexes`` are 'buck' / 'doe' / 'unknown'."""
+
+    names: list[str]
+    vectors: np.ndarray  # (P, D)
+    sexes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be 2-D; got shape {self.vectors.shape}")
+        check_length(self.names, self.vectors.shape[0], "names", "vectors")
+        check_length(self.sexes, self.vectors.shape[0], "sexes", "vectors")
+
+
+def _profile_sex(classes: list[str]) -> str:
+    """Strict majority of buck vs doe votes; fawn/unknown ignored; tie or no votes -> 'unknown'."""
+    bucks, does = classes.count("buck"), classes.count("doe")
+    if bucks > does:
+        return "buck"
+    if does > bucks:
+        return "doe"
+    return "unknown"
+
+
+Block = tuple[int, int, float]
+_BLOCK_WEIGHT_TOLERANCE = 1e-6
+
+
+def check_blocks(blocks: Sequence[Sequence[Any]], dim: int) -> list[Block]:
+    """Validate ``(start, stop, weight)`` column blocks for embeddings of dimension ``dim``.
+
+    Blocks must be non-empty (``0 <= start < stop``), tile ``range(dim)`` exactly without gaps or
+    overlap (any order; returned sorted by start), have finite weights in [0, 1] summing to 1
+    (within 1e-6). Raises ValueError otherwise.
+    """
+    if isinstance(blocks, (str, bytes)):
+        raise ValueError("blocks must be a sequence of (start, stop, weight) tuples")
+    parsed: list[Block] = []
+    for i, block in enumerate(blocks):
+        try:
+            start, stop, weight = block
+        except (TypeError, ValueError):
+            raise ValueError(f"blocks[{i}] must be a (start, stop, weight) tuple; got {block!r}") from None
+        for name, value in (("start", start), ("stop", stop)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"blocks[{i}] {name} must be an integer; got {value!r}")
+        numeric = isinstance(weight, (int, float, np.integer, np.floating))
+        if isinstance(weight, (bool, np.bool_)) or not numeric:
+            raise ValueError(f"blocks[{i}] weight must be a number; got {weight!r}")
+        start, stop, weight = int(start), int(stop), float(weight)
+        if not 0 <= start < stop:
+            raise ValueError(f"blocks[{i}] must satisfy 0 <= start < stop; got ({start}, {stop})")
+        if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+            raise ValueError(f"blocks[{i}] weight must be in [0, 1]; got {weight}")
+        parsed.append((start, stop, weight))
+    if not parsed:
+        raise ValueError("blocks must contain at least one (start, stop, weight) block")
+    parsed.sort(key=lambda block: block[0])
+    position = 0
+    for start, stop, _ in parsed:
+        if start < position:
+            raise ValueError(f"blocks overlap: block ({start}, {stop}) starts before column {position}")
+        if start > position:
+            raise ValueError(f"blocks leave columns {position}..{start - 1} uncovered")
+        position = stop
+    if position != dim:
+        raise ValueError(f"blocks cover {position} columns but the embeddings have {dim}")
+    total = math.fsum(weight for _, _, weight in parsed)
+    if abs(total - 1.0) > _BLOCK_WEIGHT_TOLERANCE:
+        raise ValueError(f"block weights must sum to 1; got {total}")
+    return parsed
+
+
+def build_profiles(
+    embeddings: np.ndarray,
+    identities: Sequence[str],
+    sexes: Sequence[str | None] | None = None,
+    blocks: Sequence[tuple[int, int, float]] | None = None,
+) -> Profiles:
+    """Profiles (sorted by name) from gallery embeddings; ``sexes`` are per-detection classes.
+
+    With ``blocks`` (see :func:`check_blocks`), each profile is built block-wise: per block the
+    mean of that block's columns over the deer's rows, L2-normalised, times ``sqrt(weight)``;
+    zero-weight blocks stay zero. A zero mean in a positive-weight block raises ValueError.
+    """
+    matrix = normalise_rows(embedding_matrix(embeddings, "embeddings"), "embeddings")
+    checked = None if blocks is None else check_blocks(blocks, matrix.shape[1])
+    labels = identity_labels(identities, "identities")
+    check_length(labels, matrix.shape[0], "identities", "embeddings")
+    if sexes is not None:
+        check_length(sexes, matrix.shape[0], "sexes", "embeddings")
+    classes = [normalise_sex(s) for s in sexes] if sexes is not None else ["unknown"] * len(labels)
+
+    names = sorted(set(labels))
+    label_array = np.asarray(labels, dtype=object)
+    vectors = np.zeros((len(names), matrix.shape[1]), dtype=matrix.dtype)
+    profile_sexes = []
+    for p, name in enumerate(names):
+        members = np.flatnonzero(label_array == name)
+        mean = matrix[members].mean(axis=0)
+        if checked is None:
+            norm = np.linalg.norm(mean)
+            if norm == 0:
+                raise ValueError(f"embeddings of identity {name!r} average to the zero vector")
+            vectors[p] = mean / norm
+        else:
+            for start, stop, weight in checked:
+                if weight == 0.0:
+                    continue  # contributes nothing to any similarity; stays zero
+                part = mean[start:stop]
+                norm = np.linalg.norm(part)
+                if norm == 0:
+                    raise ValueError(
+                        f"embeddings of identity {name!r} average to the zero vector in block "
+                        f"({start}, {stop})"
+                    )
+                vectors[p, start:stop] = part * (math.sqrt(weight) / norm)
+        profile_sexes.append(_profile_sex([classes[i] for i in members]))
+    return Profiles(names=names, vectors=vectors, sexes=profile_sexes)
+
+
+@dataclass
+class Matches:
+    """Top-1 compatible profile per query: name (None if none compatible) and cosine (nan if none)."""
+
+    best_name: np.ndarray  # object
+    best_similarity: np.ndarray  # float
+
+
+def match_to_profiles(
+    query_emb: np.ndarray,
+    profiles: Profiles,
+    query_classes: Sequence[str | None] | None = None,
+) -> Matches:
+    """Exact brute-force cosine top-1 under the sex rule; ties go to the earlier profile in
+    ``profiles.names``. Without ``query_classes`` every query compares with every profile."""
+    queries = normalise_rows(embedding_matrix(query_emb, "query_emb"), "query_emb")
+    n = queries.shape[0]
+    if query_classes is not None:
+        check_length(query_classes, n, "query_classes", "query_emb")
+    best_name = np.full(n, None, dtype=object)
+    best_similarity = np.full(n, np.nan, dtype=np.float64)
+    if n == 0 or not profiles.names:
+        return Matches(best_name=best_name, best_similarity=best_similarity)
+    check_dims(queries, profiles.vectors, "query_emb", "profiles.vectors")
+
+    similarities = (queries @ profiles.vectors.T).astype(np.float64)
+    if query_classes is not None:
+        allowed = np.array(
+            [[sex_compatible(q, s) for s in profiles.sexes] for q in query_classes], dtype=bool
+        )
+        similarities = np.where(allowed, similarities, -np.inf)
+    best = np.argmax(similarities, axis=1)  # first maximum -> earliest profile on ties
+    top = similarities[np.arange(n), best]
+    found = np.isfinite(top)
+    names = np.asarray(profiles.names, dtype=object)
+    best_name[found] = names[best[found]]
+    best_similarity[found] = top[found]
+    return Matches(best_name=best_name, best_similarity=best_similarity)
