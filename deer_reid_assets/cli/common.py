@@ -77,6 +77,13 @@ class RunOutcome:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)  # asset name -> AssetCheckEvaluation
 
+    def echo_failed_audits(self) -> None:
+        """One line per audit that failed (what depends on it was skipped in this run)."""
+        for asset, evaluation in self.checks.items():
+            if not evaluation.passed:
+                click.echo(f"audit of {asset} FAILED: its version is not published and the steps after it were "
+                           "skipped (deer-reid embeddings list)")
+
 
 def materialize(assets: list, run_config: dict, resources: dict, inst, *, partition: str | None = None) -> RunOutcome:
     """Materialize ``assets`` (with their checks) in-process, camera_images as upload batch

@@ -143,19 +143,20 @@ def embeddings_rollback(version: str, threshold: float) -> None:
 @fail_cleanly
 def evaluate(which: str, queries: str, threshold: float, json_out: Path | None) -> None:
     """Evaluate a published model (or the current matcher configuration) on the stored split."""
-    from deer_reid_assets.core import matching
+    from deer_reid_assets.core.embed.versions import published_versions
     from deer_reid_assets.core.evaluation import protocol
+    from deer_reid_assets.core.matcher_setup import matcher_setup
 
     eng = engine()
     if which not in ("current", "ensemble"):
         family = families.by_label(which).name
         with eng.connect() as conn:
-            version = matching.published_versions(conn).get(family)
+            version = published_versions(conn).get(family)
         if version is None:
             raise CliError(f"deer-reid: no published {family} embeddings (run `deer-reid demo` or embed first)")
         models, used = {version: 1.0}, threshold
     else:
-        models, used, _ = matching.matcher_setup(eng, "auto" if which == "current" else which, threshold)
+        models, used, _ = matcher_setup(eng, "auto" if which == "current" else which, threshold)
     report = protocol.evaluate_configurations(eng, {which: models}, threshold=used, query_set=queries)[which]
     click.echo(f"{which}: {models} at threshold {used:.2f}, {queries} queries")
     click.echo(report.markdown_table())

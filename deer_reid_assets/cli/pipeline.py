@@ -65,6 +65,7 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
          if train else "materializing the asset graph without training (camera_images -> ... -> embedding_report)")
     outcome = materialize(graph(train=train), LOG_INFO, _resources(weights=weights, image_size=image_size,
                                                                    upload_dir=data), inst, partition="demo")
+    outcome.echo_failed_audits()
     summary = RunSummary.from_metadata(outcome.metadata)
     click.echo(f"      weights used: {summary.weights}")
     step("metrics")
@@ -84,6 +85,7 @@ def run_report(weights: str, image_size: int) -> None:
                "embedding_report")
     outcome = materialize(FROM_CROPS, LOG_INFO, _resources(weights=weights, image_size=image_size),
                           instance(url, write_env_file=False))
+    outcome.echo_failed_audits()
     summary = RunSummary.from_metadata(outcome.metadata)
     click.echo(f"weights used: {summary.weights}")
     if summary.publish_table is not None:
@@ -125,12 +127,14 @@ def train(profile: str, epochs: int | None, image_size: int | None, weights: str
     run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": overrides}}}
     outcome = materialize([*TRAINING_ASSETS, *AFTER_TRAINING], run_config, resources,
                           instance(db.database_url(), write_env_file=False))
+    outcome.echo_failed_audits()
     summary = RunSummary.from_metadata(outcome.metadata)
     model = summary.model
     click.echo(f"model {model['model_version']}: best val mAP {model['best_val_mAP']:.3f} at epoch "
                f"{model['best_epoch']} on {model['device']}")
-    click.echo(summary.publish_table)
-    click.echo(summary.comparison_table)
+    for table in (summary.publish_table, summary.comparison_table):
+        if table is not None:
+            click.echo(table)
 
 
 @main.command("serve")

@@ -143,7 +143,7 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
     uses now (the tuned ensemble, else the baseline): higher mAP and rank-1 not lower."""
     from deer_reid_assets.core.embed.versions import latest_version
     from deer_reid_assets.core.evaluation.protocol import evaluate_configurations
-    from deer_reid_assets.core.matching import matcher_setup
+    from deer_reid_assets.core.matcher_setup import matcher_setup
 
     try:
         models, current_threshold, method = matcher_setup(engine, "auto", threshold, include_finetuned=False)

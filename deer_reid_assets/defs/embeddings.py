@@ -14,7 +14,7 @@ from pydantic import Field
 
 from deer_reid_assets.core import audit as audit_core
 from deer_reid_assets.core import families
-from deer_reid_assets.core.embed import versions as emb_core
+from deer_reid_assets.core.embed import versions
 
 from .automation import DOWNSTREAM, PUBLISH
 from .common import OWNERS, core_errors, md_image, md_table, progress_logger
@@ -70,7 +70,7 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
             embedder = family.embedder(engine, embedder_settings(compute, model_weights))
         context.log.info(f"weights: {embedder.weights.description}")
         with compute.exclusive(engine):
-            report = emb_core.embed_crops(
+            report = versions.embed_crops(
                 engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
                 seed=model_weights.seed, chunk=config.chunk, refit=config.refit_projection,
                 progress=progress_logger(context, name),
@@ -97,12 +97,12 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
     def _audit(config: AuditConfig, database: DatabaseResource) -> dg.AssetCheckResult:
         engine = database.get_engine()
         with engine.connect() as conn:
-            latest = emb_core.latest_version(conn, family.name)
+            latest = versions.latest_version(conn, family.name)
         if latest is None:
             return dg.AssetCheckResult(passed=False, description=f"no complete {family.name} version to audit")
         result = audit_core.audit_version(engine, latest.version, tolerance=config.tolerance,
                                           threshold=config.threshold, max_false_match_rate=config.max_false_match_rate)
-        emb_core.record_audit(engine, latest.version, result.passed, result.to_json())
+        versions.record_audit(engine, latest.version, result.passed, result.to_json())
         metadata = {
             "version": latest.version,
             "published_version": result.against or "none",
@@ -167,7 +167,7 @@ EMBEDDING_CHECKS = [baseline_audit, multiscale_audit, efficientnet_audit, finetu
 )
 def published_embeddings(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
     with core_errors():
-        rows = emb_core.publish_passed(database.get_engine())
+        rows = versions.publish_passed(database.get_engine())
     changed = [r["published"] for r in rows if r["action"].startswith("published")]
     if changed:
         context.log.info(f"published {', '.join(changed)}")

@@ -7,11 +7,11 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core import families
-from deer_reid_assets.core.embed import versions as emb_core
-from deer_reid_assets.core.evaluation import protocol as evaluation
+from deer_reid_assets.core.embed import versions
+from deer_reid_assets.core.evaluation import protocol
 from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
 from deer_reid_assets.core.evaluation.report import compare_reports
-from deer_reid_assets.core.matching import current_ensemble
+from deer_reid_assets.core.matcher_setup import current_ensemble
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, core_errors, md_image
@@ -72,14 +72,14 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
     with core_errors():
-        version = emb_core.require_published(engine, families.BASELINE)
+        version = versions.require_published(engine, families.BASELINE)
     reports = {
-        query_set: evaluation.evaluate_version(engine, version, threshold=config.threshold, query_set=query_set,
+        query_set: protocol.evaluate_version(engine, version, threshold=config.threshold, query_set=query_set,
                                                seed=config.split_seed, max_false_match_rate=config.max_false_match_rate)
         for query_set in ("val", "test")
     }
     with engine.connect() as conn:
-        live = evaluation.live_assignment_stats(conn)
+        live = protocol.live_assignment_stats(conn)
     test = reports["test"]
     png = evaluation_plot(test, f"baseline ({version}), test queries")
     out = image_store.reports
@@ -88,7 +88,7 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
     payload = {"embedding_version": version, "live_assignments": live,
                **{q: json.loads(r.to_json()) for q, r in reports.items()}}
     (out / "reid_evaluation.json").write_text(json.dumps(payload, indent=2, default=str))
-    evaluation.save_evaluation(engine, "reid_evaluation", {families.BASELINE: version}, test.summary(), payload)
+    protocol.save_evaluation(engine, "reid_evaluation", {families.BASELINE: version}, test.summary(), payload)
     table = headline_table({f"{q} queries": r.summary() for q, r in reports.items()})
     return dg.MaterializeResult(metadata={
         "embedding_version": version,
@@ -129,15 +129,15 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
                      image_store: ImageStoreResource) -> dg.MaterializeResult:
     engine = database.get_engine()
     with core_errors():
-        baseline = emb_core.require_published(engine, families.BASELINE)
-        version_a, version_b = (emb_core.require_published(engine, f) for f in families.ENSEMBLE)
+        baseline = versions.require_published(engine, families.BASELINE)
+        version_a, version_b = (versions.require_published(engine, f) for f in families.ENSEMBLE)
     tuned = current_ensemble(engine)
     if tuned is None:
         raise dg.Failure("no ensemble weights for the published versions: materialize ensemble_weights first")
     models, tuned_threshold = tuned
     with engine.connect() as conn:
-        finetuned = emb_core.latest_version(conn, families.FINETUNED)
-    reports = evaluation.compare_on_test(
+        finetuned = versions.latest_version(conn, families.FINETUNED)
+    reports = protocol.compare_on_test(
         engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
         threshold=config.threshold, finetuned=finetuned.version if finetuned is not None else None,
         max_false_match_rate=config.max_false_match_rate, seed=config.split_seed)
@@ -151,7 +151,7 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
                "rows": json.loads(table.to_json(orient="records")),
                "reports": {name: json.loads(r.to_json()) for name, r in reports.items()}}
     (out / "embedding_report.json").write_text(json.dumps(payload, indent=2))
-    evaluation.save_evaluation(engine, "embedding_report", payload["versions"], {"rows": payload["rows"]}, payload)
+    protocol.save_evaluation(engine, "embedding_report", payload["versions"], {"rows": payload["rows"]}, payload)
     shown = table.rename(columns={"mean_true_match_similarity_change_pct": "true-match sim change %"}).map(
         lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else v))
     return dg.MaterializeResult(metadata={

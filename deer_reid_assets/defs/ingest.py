@@ -9,8 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from deer_reid_assets.core.ingest import crops as crops_core
-from deer_reid_assets.core.ingest import detector
-from deer_reid_assets.core.ingest import importer as ingest
+from deer_reid_assets.core.ingest import detector, importer
 from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
@@ -50,7 +49,7 @@ def camera_images(context: dg.AssetExecutionContext, config: CameraImagesConfig,
                   image_store: ImageStoreResource) -> dg.MaterializeResult:
     source = Path(config.source_dir).resolve() if config.source_dir else image_store.uploads
     truth = Path(config.ground_truth) if config.ground_truth else source / "ground_truth.json"
-    report = ingest.import_sidecar_folder(
+    report = importer.import_sidecar_folder(
         database.get_engine(), source, ground_truth=truth if truth.exists() else None, files=config.files,
         batch=context.partition_key, progress=progress_logger(context, "photos"),
     )

@@ -5,8 +5,9 @@ import dagster as dg
 from pydantic import Field
 
 from deer_reid_assets.core import families, matching
-from deer_reid_assets.core.evaluation import protocol as evaluation
+from deer_reid_assets.core.evaluation import protocol
 from deer_reid_assets.core.evaluation.plots import ensemble_curve_plot
+from deer_reid_assets.core.matcher_setup import matcher_setup
 from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
@@ -77,7 +78,7 @@ class EnsembleWeightsConfig(dg.Config):
 def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
     with core_errors():
-        search = evaluation.search_ensemble_weights(
+        search = protocol.search_ensemble_weights(
             database.get_engine(), max_false_match_rate=config.max_false_match_rate, split_seed=config.split_seed,
             search_again=config.search_again)
     versions = dg.MetadataValue.json(dict(zip(families.ENSEMBLE, (search.version_a, search.version_b))))
@@ -133,7 +134,7 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
                      database: DatabaseResource) -> dg.MaterializeResult:
     engine = database.get_engine()
     try:
-        models, threshold, method = matching.matcher_setup(engine, config.method, config.threshold)
+        models, threshold, method = matcher_setup(engine, config.method, config.threshold)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     report = matching.assign_detections(engine, models, threshold=threshold, top_k=config.top_k, method=method,

@@ -312,6 +312,12 @@ def require_published(engine: sa.Engine, family: str) -> str:
     return version
 
 
+def published_versions(conn: sa.Connection) -> dict[str, str]:
+    """{family: published version} for the families that have one."""
+    p = t.reid_published_embeddings
+    return dict(conn.execute(sa.select(p.c.model_family, p.c.version)).all())
+
+
 def list_versions(conn: sa.Connection) -> list[dict]:
     v = t.reid_embedding_versions
     rows = conn.execute(sa.select(v).order_by(v.c.created_at)).mappings().all()
