@@ -140,9 +140,14 @@ def train(profile: str, epochs: int | None, image_size: int | None, weights: str
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
+@click.option("--review-port", default=3001, show_default=True, help="Port of the review app (0: do not start it).")
 @fail_cleanly
-def serve(host: str, port: int) -> None:
-    """The Dagster UI (dagster-webserver) and daemon against this project's PostgreSQL."""
+def serve(host: str, port: int, review_port: int) -> None:
+    """The Dagster UI (dagster-webserver) and daemon, and the review app, against this project's PostgreSQL."""
+    from deer_reid_assets.core.review.security import required_token
+
+    if review_port:
+        required_token(host, os.environ.get("DEER_REID_REVIEW_TOKEN"))  # refuse before starting anything
     from deer_reid_assets.core.store import migrations
     from deer_reid_assets.defs.instance import REPO_ROOT
 
@@ -156,6 +161,9 @@ def serve(host: str, port: int) -> None:
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), "-w", workspace],
                          cwd=REPO_ROOT),
     ]
+    if review_port:
+        procs.append(subprocess.Popen([sys.executable, "-m", "deer_reid_assets.cli", "review", "--host", host,
+                                       "--port", str(review_port), "--dagster-url", f"http://{host}:{port}"]))
     click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it")
     try:
         while all(p.poll() is None for p in procs):

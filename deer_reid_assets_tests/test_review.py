@@ -1,0 +1,145 @@
+"""Review queue, actions, undo, labelled pairs, dashboard and the app's safety rules, on a real
+embedded PostgreSQL (HTTP through Starlette's test client; the browser tests are in test_review_browser)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from deer_reid_assets.core.review import actions, dashboard, labels, queue, security
+from deer_reid_assets.core.store import review as store
+from deer_reid_assets.review_app.app import ReviewConfig, create_app
+from deer_reid_assets_tests.review_seed import review_fields, seed
+
+
+@pytest.fixture
+def scene(engine, tmp_path):
+    return seed(engine, tmp_path / "store"), tmp_path / "store"
+
+
+def test_queue_order_uncertain_then_new_then_audit(engine, scene):
+    ids, _ = scene
+    with engine.connect() as conn:
+        items = queue.order_queue(store.pending_detections(conn))
+    assert [i.reason for i in items] == ["uncertain", "new_animal", "audit", "audit"]
+    assert items[0].detection_id == ids["uncertain"] and items[0].proposed_deer_id == ids["A"]
+    assert items[0].margin == pytest.approx(0.02)
+    assert items[1].detection_id == ids["new"] and items[1].proposed_deer_id == ids["A"]
+    assert {items[2].detection_id, items[3].detection_id} == {ids["audit1"], ids["audit2"]}
+
+
+def test_skip_sends_an_item_to_the_end_without_reviewing_it(engine, scene):
+    ids, _ = scene
+    actions.apply_action(engine, ids["uncertain"], "skip", reviewer="ann", proposed_deer_id=ids["A"])
+    with engine.connect() as conn:
+        items = queue.order_queue(store.pending_detections(conn))
+    assert items[-1].detection_id == ids["uncertain"] and items[-1].skipped
+    assert review_fields(engine, ids["uncertain"])["is_reviewed"] is False
+
+
+def test_actions_write_review_fields_and_corrections_and_undo_restores(engine, scene):
+    ids, _ = scene
+    actions.apply_action(engine, ids["audit1"], "confirm", reviewer="ann", proposed_deer_id=ids["A"],
+                         queue_reason="audit")
+    assert review_fields(engine, ids["audit1"]) == {"deer_id": ids["A"], "is_reviewed": True, "is_valid": True,
+                                                   "reviewed_by": "ann", "correction_notes": None}
+    actions.apply_action(engine, ids["audit2"], "reassign", reviewer="ann", deer_id=ids["C"],
+                         proposed_deer_id=ids["B"], queue_reason="audit")
+    assert review_fields(engine, ids["audit2"])["deer_id"] == ids["C"]
+    actions.apply_action(engine, ids["new"], "new_deer", reviewer="ann", proposed_deer_id=ids["A"],
+                         new_deer_name="Split Ear")
+    new_deer = review_fields(engine, ids["new"])["deer_id"]
+    assert new_deer not in (ids["A"], ids["B"], ids["C"])
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name, sex::text FROM deer WHERE id::text = :d"), {"d": new_deer}).one() \
+            == ("Split Ear", "buck")
+        c = store.corrections(conn, ids["audit2"])[0]
+        assert (c["action"], c["reviewer"], c["before"]["deer_id"], c["after"]["deer_id"]) == \
+            ("reassign", "ann", ids["B"], ids["C"])
+        pairs = set(labels.review_pairs(conn))
+        d = dashboard.compute(conn)
+    assert labels.ReviewPair(ids["audit2"], ids["B"], False, "reassign") in pairs  # the hard negative
+    assert labels.ReviewPair(ids["audit2"], ids["C"], True, "reassign") in pairs
+    assert labels.ReviewPair(ids["audit1"], ids["A"], True, "confirm") in pairs
+    assert labels.ReviewPair(ids["new"], ids["A"], False, "new_deer") in pairs
+    assert (d.audited, d.audited_wrong, d.false_match_rate) == (2, 1, 0.5)
+    assert d.backlog == 1 and sum(n for _, n in d.corrections_per_week) == 3
+
+    # undo the new deer: the detection is back as it was, the created deer is gone
+    assert actions.undo_last(engine, "ann")["action"] == "new_deer"
+    assert review_fields(engine, ids["new"]) == {"deer_id": None, "is_reviewed": False, "is_valid": True,
+                                                 "reviewed_by": None, "correction_notes": None}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM deer WHERE id::text = :d"), {"d": new_deer}).scalar() == 0
+    # another person cannot undo ann's actions; a changed detection is not silently overwritten
+    assert actions.undo_last(engine, "bob") is None
+    actions.apply_action(engine, ids["audit2"], "reassign", reviewer="bob", deer_id=ids["A"], proposed_deer_id=ids["C"])
+    with pytest.raises(actions.ReviewError, match="changed since"):
+        actions.undo_last(engine, "ann")
+    assert review_fields(engine, ids["audit2"])["deer_id"] == ids["A"]
+
+
+def test_not_a_deer_marks_invalid_and_bad_input_is_one_clear_error(engine, scene):
+    ids, _ = scene
+    actions.apply_action(engine, ids["new"], "not_deer", reviewer="ann", proposed_deer_id=ids["A"])
+    f = review_fields(engine, ids["new"])
+    assert (f["is_valid"], f["is_reviewed"], f["deer_id"]) == (False, True, None) and "not a deer" in f["correction_notes"]
+    with pytest.raises(actions.ReviewError, match="unknown action"):
+        actions.apply_action(engine, ids["audit1"], "delete", reviewer="ann")
+    with pytest.raises(actions.ReviewError, match="no deer"):
+        actions.apply_action(engine, ids["audit1"], "reassign", reviewer="ann", deer_id=ids["audit1"])
+    with pytest.raises(actions.ReviewError, match="no detection"):
+        actions.apply_action(engine, ids["A"], "skip", reviewer="ann")
+    with engine.connect() as conn:  # the refused ones wrote nothing
+        assert [c["action"] for c in store.corrections(conn)] == ["not_deer"]
+
+
+def test_safety_rules(tmp_path):
+    assert security.required_token("127.0.0.1", None) is None
+    with pytest.raises(security.UnsafeConfig, match="needs --token"):
+        security.required_token("0.0.0.0", None)
+    with pytest.raises(security.UnsafeConfig, match="at least 16"):
+        security.required_token("0.0.0.0", "short")
+    assert security.valid_id("../../etc/passwd") is None
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(b"x")
+    assert security.crop_inside(tmp_path / "store", str(outside)) is None
+
+
+def _csrf(client: TestClient, path: str = "/queue") -> str:
+    page = client.get(path)
+    assert page.status_code == 200
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def test_http_review_flow_csrf_and_crops(engine, scene):
+    ids, store_root = scene
+    client = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root, reviewer="web")))
+    csrf = _csrf(client)
+    assert ids["uncertain"] in client.get("/queue").text
+    # a form without the CSRF value (as a cross-site page would send) is refused and changes nothing
+    refused = client.post(f"/review/{ids['uncertain']}", data={"action": "confirm", "proposed_deer_id": ids["A"]})
+    assert refused.status_code == 403 and review_fields(engine, ids["uncertain"])["is_reviewed"] is False
+    done = client.post(f"/review/{ids['uncertain']}", data={"csrf": csrf, "action": "confirm",
+                                                          "proposed_deer_id": ids["A"], "queue_reason": "uncertain"})
+    assert done.status_code == 200 and "confirm saved" in done.text, re.search(r"class=\"msg\"[^<]*<|<p[^<]*", done.text)
+    assert review_fields(engine, ids["uncertain"])["reviewed_by"] == "web"
+    assert client.get(f"/crop/{ids['A']}.jpg").status_code == 404          # a deer id is not a detection
+    assert client.get("/crop/..%2F..%2Fetc%2Fpasswd.jpg").status_code == 404
+    img = client.get(f"/crop/{ids['uncertain']}.jpg")
+    assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    page = client.get("/dashboard").text
+    assert 'id="backlog">3<' in page and "<svg" in page
+
+
+def test_http_token_required_when_set(engine, scene):
+    _, store_root = scene
+    token = "t" * 24
+    client = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root, token=token)))
+    assert client.get("/queue").status_code == 401
+    assert client.get("/queue", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get(f"/queue?token={token}").status_code == 200  # sets the cookie, then redirects
+    assert client.get("/dashboard").status_code == 200

@@ -1,0 +1,130 @@
+"""The review app in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, which
+.ci/run installs) driven by Selenium, against one uvicorn server on a real embedded PostgreSQL.
+Each step checks the database. Screenshots go to $DEER_REID_SCREENSHOTS (docs/screenshots/ when
+the README's pictures are refreshed), else to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from deer_reid_assets.core.store import db, migrations
+from deer_reid_assets.review_app.app import ReviewConfig, create_app
+from deer_reid_assets_tests.review_seed import review_fields, seed
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+                                       "chromium-driver; .ci/run installs them)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(pg_server, tmp_path_factory):
+    """(base URL, engine, scene ids): one migrated database, one seeded scene, one server for the module."""
+    import uvicorn
+
+    url = db.with_database(pg_server, "review_browser")
+    db.ensure_database(pg_server, "review_browser")
+    engine = db.make_engine(url)
+    migrations.migrate(engine)
+    store = tmp_path_factory.mktemp("review") / "store"
+    ids = seed(engine, store)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(ReviewConfig(engine=engine, store_root=store, reviewer="browser")),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", engine, ids
+    srv.should_exit = True
+    thread.join(timeout=10)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="deer_review_chromium_")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile}", "--window-size=1280,900"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _shot(driver, name: str) -> None:
+    folder = Path(os.environ.get("DEER_REID_SCREENSHOTS") or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(folder / f"{name}.png"))
+
+
+def _current(driver) -> str:
+    return driver.find_element("id", "detection-crop").get_attribute("src").rsplit("/", 1)[1].removesuffix(".jpg")
+
+
+def test_review_confirm_new_deer_reassign_undo_and_dashboard(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, engine, ids = server
+    browser.get(base + "/queue")
+    _shot(browser, "review-queue")
+    assert _current(browser) == ids["uncertain"] and browser.find_element(By.ID, "reason").text == "uncertain"
+    assert browser.execute_script("return document.getElementById('detection-crop').naturalWidth") == 64
+
+    # confirm with the keyboard shortcut
+    browser.find_element(By.TAG_NAME, "body").send_keys("c")
+    assert "confirm saved" in browser.find_element(By.ID, "message").text
+    assert review_fields(engine, ids["uncertain"])["deer_id"] == ids["A"]
+    assert review_fields(engine, ids["uncertain"])["reviewed_by"] == "browser"
+
+    # the new-animal candidate becomes a new deer
+    assert _current(browser) == ids["new"]
+    browser.find_element(By.ID, "new-deer-name").send_keys("Split Ear")
+    browser.find_element(By.ID, "new-deer").click()
+    new_deer = review_fields(engine, ids["new"])["deer_id"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM deer WHERE id::text = :d"), {"d": new_deer}).scalar() == "Split Ear"
+
+    # an audit sample reassigned to deer C through the list
+    audit = _current(browser)
+    assert audit in (ids["audit1"], ids["audit2"])
+    Select(browser.find_element(By.ID, "other-deer")).select_by_visible_text("C (doe)")
+    browser.find_element(By.ID, "reassign").click()
+    assert review_fields(engine, audit)["deer_id"] == ids["C"]
+
+    # undo (key u) puts the audit sample back, unreviewed, at the front of the audits
+    browser.find_element(By.TAG_NAME, "body").send_keys("u")
+    assert "undid reassign" in browser.find_element(By.ID, "message").text
+    assert review_fields(engine, audit)["is_reviewed"] is False
+
+    browser.get(base + "/dashboard")
+    _shot(browser, "dashboard")
+    assert browser.find_element(By.ID, "backlog").text == "2"
+    assert browser.find_element(By.ID, "assignment-rate").text == "100%"  # all 10: the new one got a new deer
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect")) >= 3
