@@ -70,6 +70,6 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=[reid_pipeline_job, sensors.ingest_upload_job],
-    sensors=[automation.automation_sensor, sensors.camera_upload_sensor],
+    sensors=[automation.automation_sensor, sensors.camera_upload_sensor, sensors.existing_system_sensor],
     resources=default_resources(),
 )

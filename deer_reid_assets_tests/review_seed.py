@@ -3,12 +3,14 @@ detections the matcher scored (one uncertain, one new-animal candidate, two conf
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from PIL import Image
 
 from deer_reid_assets.core.ingest.crops import crop_path
+from deer_reid_assets.core.store import schema as t
 
 THRESHOLD = 0.40
 
@@ -24,18 +26,18 @@ def seed(engine: sa.Engine, store: Path) -> dict[str, str]:
     """Returns {name: id} of the deer (A, B, C) and pending detections (uncertain, new, audit1, audit2)."""
     ids: dict[str, str] = {}
     with engine.begin() as conn:
-        x = lambda sql, **p: conn.execute(sa.text(sql), p).scalar()  # noqa: E731
-        loc = x("INSERT INTO locations (name) VALUES ('cam01') RETURNING id::text")
-        img = x("INSERT INTO images (filename, path, timestamp, location_id) VALUES ('a.jpg', '/p/a.jpg', "
-                "'2026-10-03 06:00+00', CAST(:l AS uuid)) RETURNING id::text", l=loc)
+        one = lambda stmt: conn.execute(stmt).scalar_one()  # noqa: E731
+        loc = one(sa.insert(t.locations).values(name="cam01").returning(t.locations.c.id))
+        img = one(sa.insert(t.images).values(filename="a.jpg", path="/p/a.jpg", location_id=loc,
+                                             timestamp=datetime(2026, 10, 3, 6, tzinfo=UTC))
+                  .returning(t.images.c.id))
         for name, sex in (("A", "buck"), ("B", "buck"), ("C", "doe")):
-            ids[name] = x("INSERT INTO deer (name, sex) VALUES (:n, CAST(:s AS deersex)) RETURNING id::text", n=name, s=sex)
+            ids[name] = one(sa.insert(t.deer).values(name=name, sex=sex).returning(t.deer.c.id))
 
         def detection(deer: str | None, reviewed: bool, colour, classification="buck") -> str:
-            det = x("INSERT INTO detections (image_id, deer_id, bbox, confidence, classification, is_reviewed) "
-                    "VALUES (CAST(:i AS uuid), CAST(:d AS uuid), CAST(:b AS json), 0.9, "
-                    ":c, :r) RETURNING id::text", i=img, d=deer, c=classification, r=reviewed,
-                    b='{"x": 0, "y": 0, "width": 64, "height": 64}')
+            det = one(sa.insert(t.detections).values(
+                image_id=img, deer_id=deer, bbox={"x": 0, "y": 0, "width": 64, "height": 64}, confidence=0.9,
+                classification=classification, is_reviewed=reviewed).returning(t.detections.c.id))
             conn.execute(sa.text("INSERT INTO reid_crops (detection_id, status, path, width, height, crop_version) "
                                  "VALUES (CAST(:d AS uuid), 'ok', :p, 64, 64, 'test')"),
                          {"d": det, "p": _crop(store, det, colour)})

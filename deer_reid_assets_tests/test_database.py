@@ -24,7 +24,8 @@ def test_migrations_apply_from_nothing_then_are_a_no_op(empty_db_url):
     applied = migrations.migrate(engine)
     names = [m.name for m in migrations.discover()]
     assert applied == names
-    assert names[11:14] == ["012_add_ensemble_embeddings", "013_add_finetuned_embeddings", "014_add_antler_features"]
+    assert names[11:14] == ["012_add_reid_enhancement", "013_add_finetuned_embeddings", "014_add_antler_features"]
+    assert names[19:21] == ["020_antler_keypoints", "021_antler_processing_log"]
     assert migrations.migrate(engine) == []
     assert {state for _, state in migrations.status(engine)} == {"applied"}
 
@@ -44,10 +45,11 @@ def test_seed_columns_have_the_seed_types(engine):
             "SELECT column_default FROM information_schema.columns WHERE table_name='deer' AND column_name='embedding_version'"
         )).scalar()
         indexes = dict(conn.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'deer'")).all())
-    assert default.startswith("'baseline'")
-    for name in ("idx_deer_feature_vector_multiscale", "idx_deer_feature_vector_efficientnet",
-                 "idx_deer_feature_vector_finetuned"):
+    assert default.startswith("'v1_resnet50'")  # the existing system's 012
+    for name in ("ix_deer_feature_vector_hnsw", "ix_deer_feature_vector_multiscale_hnsw",
+                 "ix_deer_feature_vector_efficientnet_hnsw", "idx_deer_feature_vector_finetuned"):
         assert "hnsw" in indexes[name] and "vector_cosine_ops" in indexes[name]
+    assert "m='16'" in indexes["ix_deer_feature_vector_multiscale_hnsw"]
 
 
 def test_existing_system_tables_match_the_described_schema(engine):
@@ -58,6 +60,19 @@ def test_existing_system_tables_match_the_described_schema(engine):
             "corrected_classification", "correction_notes", "reviewed_by", "reviewed_at"} <= set(detections)
     scores = _columns(engine, "reid_similarity_scores")
     assert scores["similarity_score"] == "numeric(5,4)"
+    deer = _columns(engine, "deer")
+    assert deer["species"] == "character varying(100)" and deer["notes"] == "character varying(1000)"
+    assert deer["best_photo_id"] == "uuid" and _columns(engine, "locations")["coordinates"] == "json"
+    with engine.connect() as conn:
+        not_null = dict(conn.execute(sa.text(
+            "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'deer'")).all())
+        constraints = set(conn.execute(sa.text("SELECT conname FROM pg_constraint")).scalars())
+        id_default = conn.execute(sa.text("SELECT column_default FROM information_schema.columns "
+                                          "WHERE table_name = 'deer' AND column_name = 'id'")).scalar()
+    assert not_null["first_seen"] == not_null["last_seen"] == not_null["confidence"] == "NO"
+    assert id_default is None  # client-side UUIDs, as in the existing system
+    assert {"reid_similarity_scores_detection_deer_unique", "fk_deer_best_photo", "valid_keypoint_index",
+            "unique_detection_keypoint", "valid_keypoints_count"} <= constraints
 
 
 def test_vector_round_trip_and_cosine_query(engine):
@@ -89,13 +104,13 @@ def test_baseline_adopts_an_existing_database(empty_db_url, tmp_path):
     applied = migrations.migrate(engine, baseline="011")
     assert applied == [m.name for m in files[11:]]
     states = dict(migrations.status(engine))
-    assert states["011_create_reid_similarity_scores"] == "baseline"
-    assert states["012_add_ensemble_embeddings"] == "applied"
+    assert states["011_add_reid_similarity_scores"] == "baseline"
+    assert states["012_add_reid_enhancement"] == "applied"
 
 
 def test_baseline_refuses_a_database_without_the_existing_tables(empty_db_url):
     engine = db.make_engine(empty_db_url)
-    with pytest.raises(migrations.MigrationError, match="lacks what those migrations create.*locations"):
+    with pytest.raises(migrations.MigrationError, match="lacks what those migrations create.*table locations"):
         migrations.migrate(engine, baseline="011")
 
 

@@ -85,7 +85,7 @@ def test_import_synthetic_folder_matches_the_json_files(engine, dataset):
         assert set(locations) == {c["name"] for c in sidecar["cameras"]}
         for cam in sidecar["cameras"]:
             loc = locations[cam["name"]]
-            assert (loc.description, loc.latitude, loc.longitude) == (cam["description"], cam["latitude"], cam["longitude"])
+            assert (loc.description, loc.coordinates) == (cam["description"], {"lat": cam["latitude"], "lon": cam["longitude"]})
 
         images = {r.path: r for r in conn.execute(sa.select(t.images))}
         files = {r.image_id: r for r in conn.execute(sa.select(t.reid_image_files))}

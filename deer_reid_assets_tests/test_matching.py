@@ -132,7 +132,7 @@ def test_build_profiles_normalised_mean_mirror_and_legacy(engine):
         np.testing.assert_allclose(np.asarray(rows[deer_id].feature_vector), v, atol=1e-6)
         assert rows[deer_id].embedding_version == VERSION
     np.testing.assert_allclose(np.asarray(rows[d].feature_vector), r[6], atol=1e-7)  # untouched
-    assert rows[d].embedding_version == "baseline" and rows[e_].feature_vector is None
+    assert rows[d].embedding_version == "v1_resnet50" and rows[e_].feature_vector is None
 
     # rebuilding: same profiles, the mirrored vectors are not mistaken for legacy ones
     again = matching.build_profiles(engine, VERSION, FAMILY)

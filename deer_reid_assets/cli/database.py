@@ -8,7 +8,7 @@ import click
 
 from deer_reid_assets.core.store import db
 
-from .common import CliError, fail_cleanly, main
+from .common import CliError, engine, fail_cleanly, main
 
 
 @main.group("db")
@@ -67,12 +67,56 @@ def db_url(dagster: bool) -> None:
 
 
 @db_group.command("migrate")
-@click.option("--baseline", metavar="VERSION", help="Adopt an existing database: record 001..VERSION as applied "
-              "(after checking their tables exist), then run the rest.")
+@click.option("--baseline", metavar="VERSION", help="The database already has the existing system's levels "
+              "001..VERSION (each is checked by shape before it is recorded), then run the rest.")
+@click.option("--adopt", is_flag=True, help="Adopt the existing system's live database: recognise by shape which "
+              "of its migrations are there, record them, apply only the missing ones (each in a transaction).")
+@click.option("--dry-run", is_flag=True, help="With --adopt: print the plan and change nothing.")
 @fail_cleanly
-def db_migrate(baseline: str | None) -> None:
+def db_migrate(baseline: str | None, adopt: bool, dry_run: bool) -> None:
     """Apply pending migrations (starts the embedded PostgreSQL when needed)."""
     from deer_reid_assets.core.store import migrations
 
-    done = migrations.migrate(db.make_engine(db.database_url()), baseline=baseline)
+    if dry_run and not adopt:
+        raise click.UsageError("--dry-run goes with --adopt")
+    if adopt and baseline:
+        raise click.UsageError("--adopt finds the baseline itself; leave out --baseline")
+    eng = db.make_engine(db.database_url())
+    if adopt:
+        from deer_reid_assets.core.store import adopt as adopting
+
+        steps = adopting.adopt(eng, dry_run=dry_run)
+        for step in steps:
+            click.echo(("would " if dry_run and step.action != "already recorded" else "") + step.line())
+        todo = sum(s.action != "already recorded" for s in steps)
+        click.echo(f"{'plan' if dry_run else 'done'}: {sum(s.action == 'record' for s in steps)} recorded as "
+                   f"already there, {sum(s.action == 'apply' for s in steps)} applied"
+                   + ("" if todo else "; database is up to date") + ("; nothing was changed" if dry_run else ""))
+        return
+    done = migrations.migrate(eng, baseline=baseline)
     click.echo(f"applied {len(done)} migration(s)" + (": " + ", ".join(done) if done else "; database is up to date"))
+
+
+@main.command("cutover")
+@click.option("--undo", is_flag=True, help="Put back what the last cut-over replaced; the existing system's worker "
+              "owns live matching again.")
+@click.option("--reassign", is_flag=True, help="Also change the worker's automatic assignments where our matcher "
+              "disagrees (reviewed and manual ones are never changed).")
+@fail_cleanly
+def cutover_command(undo: bool, reassign: bool) -> None:
+    """Switch live matching from the existing system's worker to this pipeline (profiles into its deer
+    columns, proposals written to detections.deer_id), keeping what is replaced for --undo."""
+    from deer_reid_assets.core import coexistence
+
+    eng = engine()
+    if undo:
+        n = coexistence.undo_cutover(eng)
+        click.echo(f"cut-over undone: deer vectors restored, {n} detection(s) given back their previous deer; "
+                   "live matching is the existing system's again")
+        return
+    r = coexistence.cutover(eng, reassign=reassign)
+    click.echo(f"cut-over {r.cutover_id}: kept {r.deer_kept} deer rows' vectors, mirrored {r.profiles_mirrored} "
+               f"profile vector(s) onto its deer columns, wrote {r.assignments_written} proposal(s) to "
+               f"detections.deer_id; {r.kept_worker_assignments} automatic assignment(s) of the worker left as they are"
+               + ("" if not r.kept_worker_assignments else " (use --reassign to change them)"))
+

@@ -175,7 +175,8 @@ def _assign_in_memory(conn: sa.Connection, version: str, threshold: float) -> di
     ids, vectors = load_embeddings(conn, version)
     rows = conn.execute(sa.text(
         """SELECT d.id::text, d.deer_id::text, d.is_reviewed, COALESCE(d.corrected_classification, d.classification, 'unknown'),
-                  dr.sex::text FROM detections d LEFT JOIN deer dr ON dr.id = d.deer_id WHERE d.is_valid IS NOT FALSE""")).all()
+                  dr.sex::text FROM detections d LEFT JOIN deer dr ON dr.id = d.deer_id
+           WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE""")).all()
     info = {r[0]: r for r in rows}
     index = {d: i for i, d in enumerate(ids)}
     labelled = [d for d in ids if info.get(d) and info[d][2] and info[d][1]]

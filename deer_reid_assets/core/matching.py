@@ -27,7 +27,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from deer_reid_assets.core import families
+from deer_reid_assets.core import coexistence, families
+from deer_reid_assets.core.classes import sex_of, sql_sex_of
 from deer_reid_assets.core.embed.versions import load_embeddings, published_versions
 from deer_reid_assets.core.store import schema as t
 
@@ -52,6 +53,7 @@ class AssignReport:
     no_candidate: int
     threshold: float
     rescored: int = 0  # detections re-scored against every profile after the top-k bound check
+    proposals_only: bool = False  # the existing system owns live matching (see core/coexistence.py)
 
     @property
     def assignment_rate(self) -> float:
@@ -61,7 +63,8 @@ class AssignReport:
 def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
     d = t.detections
     rows = conn.execute(
-        sa.select(d.c.id, d.c.deer_id).where(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False))
+        sa.select(d.c.id, d.c.deer_id).where(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False),
+                                             d.c.is_duplicate.isnot(True))
     )
     return [(r[0], r[1]) for r in rows]
 
@@ -123,6 +126,8 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
     saved = sum(_save_legacy_vectors(conn, family) for family in versions)
     conn.execute(pg_insert(t.reid_profile_sets).values(id=set_id, versions=columns).on_conflict_do_nothing())
     p = t.reid_deer_profiles
+    if not coexistence.live_mode(conn).ours:  # its worker reads these columns: not before cut-over
+        return saved
     for family, version in versions.items():
         column = families.get(family).deer_column
         rows = conn.execute(sa.select(p.c.deer_id, p.c.vector).where(p.c.version == version)).all()
@@ -159,21 +164,22 @@ _TOP_K = sa.text(
     SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
            c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
     FROM (
-        SELECT d.id, d.deer_id, COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls, e.embedding
+        SELECT d.id, d.deer_id, COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
+               {sex} AS qsex, e.embedding
         FROM detections d
         JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE
+        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
     ) q
     LEFT JOIN LATERAL (
         SELECT p.deer_id, dr.sex::text AS sex, 1 - (p.vector <=> q.embedding) AS similarity
         FROM reid_deer_profiles p
         JOIN deer dr ON dr.id = p.deer_id
         WHERE p.version = :version
-          AND (q.cls NOT IN ('buck', 'doe') OR dr.sex::text = q.cls OR dr.sex::text = 'unknown')
+          AND (q.qsex NOT IN ('buck', 'doe') OR dr.sex::text = q.qsex OR dr.sex::text = 'unknown')
         ORDER BY p.vector <=> q.embedding, p.deer_id
         LIMIT :top_k
     ) c ON TRUE
-    """
+    """.replace("{sex}", sql_sex_of("COALESCE(d.corrected_classification, d.classification)"))
 )
 """Top-k profiles of a compatible sex for every unreviewed detection, by pgvector cosine distance."""
 
@@ -271,12 +277,16 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             _, _, full, _ = _retrieve(conn, models, None)
             for det in unsure:
                 candidates[det] = full[det]
+        mode = coexistence.live_mode(conn)
+        protected = coexistence.protected_detections(conn) if mode.ours and not mode.reassign else set()
         log, scores = [], []
         assigned = changed = no_candidate = 0
         for det, prev in previous.items():
             ranked = candidates.get(det, [])
             best = ranked[0] if ranked else None
             new = best.deer_id if best is not None and best.similarity >= threshold else None
+            if det in protected:  # the worker's automatic assignment: only `cutover --reassign` changes it
+                new = prev
             no_candidate += best is None
             assigned += new is not None
             changed += new != prev
@@ -286,8 +296,8 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             for c in ranked[:top_k]:
                 scores.append({
                     "detection_id": det, "deer_id": c.deer_id,
-                    "similarity_score": Decimal(f"{min(max(c.similarity, -0.9999), 0.9999):.4f}"),
-                    "sex_match": classes[det] == c.sex, "matched": c.deer_id == new,
+                    "similarity_score": stored_score(c.similarity),
+                    "sex_match": sex_of(classes[det]) == c.sex, "matched": c.deer_id == new,
                     "threshold_used": Decimal(f"{threshold:.4f}"), "detection_classification": classes[det],
                     "deer_sex": c.sex,
                 })
@@ -295,6 +305,13 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
             config={"top_k": top_k, "rescored_against_all_profiles": len(unsure)},
             n_considered=len(previous), n_assigned=assigned))
+        if not mode.ours:  # the existing system owns live matching: propose, change nothing of its own
+            if log:
+                conn.execute(sa.insert(t.reid_assignment_log), log)
+            coexistence.record_proposals(conn, run_id, log)
+            return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
+                                no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
+                                proposals_only=True)
         if log:
             conn.execute(sa.insert(t.reid_assignment_log), log)
             _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
@@ -305,13 +322,22 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
         if scores:
             stmt = pg_insert(t.reid_similarity_scores)
             conn.execute(stmt.on_conflict_do_update(
-                constraint="uq_reid_similarity_detection_deer",
+                constraint=t.SIMILARITY_UNIQUE,
                 set_={c: stmt.excluded[c] for c in ("similarity_score", "sex_match", "matched", "threshold_used",
                                                     "detection_classification", "deer_sex", "calculated_at")}),
                 scores)
         refresh_sighting_stats(conn)
     return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
                         no_candidate=no_candidate, threshold=threshold, rescored=len(unsure))
+
+
+def stored_score(cosine: float) -> Decimal:
+    """``reid_similarity_scores.similarity_score`` for a cosine similarity. The existing system stores
+    the raw cosine (1 - pgvector's ``<=>``) and its CHECK keeps scores in [0, 1]; so do we: the cosine
+    as it is, rounded to NUMERIC(5,4), with a negative cosine (no resemblance at all) stored as 0 and
+    rounding never above 1. Thresholds (0.40) keep their meaning on this scale."""
+    value = min(max(float(cosine), 0.0), 1.0) if np.isfinite(cosine) else 0.0
+    return Decimal(f"{value:.4f}")
 
 
 def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
@@ -332,6 +358,8 @@ def rollback_assignment_run(engine: sa.Engine, run_id: str) -> int:
         rows = conn.execute(sa.select(log.c.detection_id, log.c.previous_deer_id).where(log.c.run_id == run_id)).all()
         if not rows:
             raise ValueError(f"no assignment run {run_id!r}")
+        if coexistence.proposed_only(conn, run_id):  # it changed nothing: nothing to put back
+            return 0
         reviewed = set(conn.execute(
             sa.select(d.c.id).where(d.c.id.in_(sa.select(log.c.detection_id).where(log.c.run_id == run_id)),
                                     d.c.is_reviewed.is_(True)).with_for_update()
@@ -346,7 +374,8 @@ def refresh_sighting_stats(conn: sa.Connection) -> None:
     """deer.sighting_count / first_seen / last_seen from the detections assigned to each deer."""
     conn.execute(sa.text(
         """
-        UPDATE deer SET sighting_count = COALESCE(s.n, 0), first_seen = s.first_seen, last_seen = s.last_seen
+        UPDATE deer SET sighting_count = COALESCE(s.n, 0), first_seen = COALESCE(s.first_seen, d0.first_seen),
+                        last_seen = COALESCE(s.last_seen, d0.last_seen)
         FROM deer d0
         LEFT JOIN (
             SELECT det.deer_id, count(*) AS n, min(i."timestamp") AS first_seen, max(i."timestamp") AS last_seen

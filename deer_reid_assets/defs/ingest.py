@@ -10,7 +10,7 @@ from pydantic import Field
 
 from deer_reid_assets.core.ingest import crops as crops_core
 from deer_reid_assets.core.ingest import detector, importer
-from deer_reid_assets.core.store import queries
+from deer_reid_assets.core.store import existing_uploads, queries
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, md_table, progress_logger
@@ -33,6 +33,10 @@ class CameraImagesConfig(dg.Config):
     ground_truth: Optional[str] = Field(
         default=None, description="Hidden-truth file for evaluation; unset = <source_dir>/ground_truth.json if present."
     )
+    image_ids: Optional[list[str]] = Field(
+        default=None, description="Photos the existing system already has (its images ids, as the database sensor "
+        "sends them): recorded as this batch instead of reading a folder; its own rows are not changed."
+    )
 
 
 @dg.asset(
@@ -47,6 +51,16 @@ class CameraImagesConfig(dg.Config):
 )
 def camera_images(context: dg.AssetExecutionContext, config: CameraImagesConfig, database: DatabaseResource,
                   image_store: ImageStoreResource) -> dg.MaterializeResult:
+    if config.image_ids is not None:
+        got = existing_uploads.register(database.get_engine(), config.image_ids, context.partition_key)
+        return dg.MaterializeResult(metadata={
+            "source": "existing system's database (images + detections of its worker)",
+            "import_batch": context.partition_key,
+            "images_new": got.registered,
+            "images_already_imported": got.already,
+            "images_unreadable": got.unreadable,
+            "detections_of_its_detector": got.detections,
+        })
     source = Path(config.source_dir).resolve() if config.source_dir else image_store.uploads
     truth = Path(config.ground_truth) if config.ground_truth else source / "ground_truth.json"
     report = importer.import_sidecar_folder(

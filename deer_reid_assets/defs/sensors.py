@@ -3,10 +3,12 @@
 
 import dagster as dg
 
+from deer_reid_assets.core import coexistence
 from deer_reid_assets.core.ingest.uploads import scan_uploads
+from deer_reid_assets.core.store import existing_uploads
 
 from .ingest import camera_images, upload_batches
-from .resources import ImageStoreResource
+from .resources import DatabaseResource, ImageStoreResource
 
 ingest_upload_job = dg.define_asset_job(
     "ingest_upload",
@@ -51,4 +53,38 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
         dynamic_partitions_requests=[upload_batches.build_add_request(new_keys)] if new_keys else [],
         cursor=result.cursor,
         skip_reason=skip,
+    )
+
+
+@dg.sensor(
+    job=ingest_upload_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the existing system's database: photos its API stored and its worker's detector finished "
+    "(processing_status 'completed', detections written) since the cursor become camera_images runs, one per camera "
+    "and capture day, each photo once and only once. Starts at the present; does nothing on a stand-alone install.",
+)
+def existing_system_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+    engine = database.get_engine()
+    with engine.connect() as conn:
+        if not coexistence.adopted(conn):
+            return dg.SensorResult(skip_reason="stand-alone install: no adopted existing system (the folder sensor "
+                                   "feeds this one)", cursor=context.cursor)
+        scan = existing_uploads.scan_finished(conn, context.cursor)
+    requests = [
+        dg.RunRequest(
+            run_key=f"db:{batch.key}:{batch.image_ids[0]}:{len(batch.image_ids)}",
+            partition_key=batch.key,
+            run_config={"ops": {"camera_images": {"config": {"image_ids": batch.image_ids}}}},
+            tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.image_ids)),
+                  "deer-reid/source": "existing-system"},
+        )
+        for batch in scan.batches
+    ]
+    new_keys = sorted({b.key for b in scan.batches} - set(context.instance.get_dynamic_partitions(upload_batches.name)))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[upload_batches.build_add_request(new_keys)] if new_keys else [],
+        cursor=scan.cursor,
+        skip_reason=None if requests else "no newly finished photos",
     )

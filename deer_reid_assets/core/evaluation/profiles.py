@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from deer_reid_assets.core.classes import sex_of
 from deer_reid_assets.core.evaluation.sex import normalise_sex, sex_compatible
 from deer_reid_assets.core.vectors import check_dims, check_length, embedding_matrix, identity_labels, normalise_rows
 
@@ -41,8 +42,10 @@ class Profiles:
 
 
 def _profile_sex(classes: list[str]) -> str:
-    """Strict majority of buck vs doe votes; fawn/unknown ignored; tie or no votes -> 'unknown'."""
-    bucks, does = classes.count("buck"), classes.count("doe")
+    """Strict majority of buck vs doe votes (age classes count as buck); fawn/unknown ignored; tie or
+    no votes -> 'unknown'."""
+    sexes = [sex_of(c) for c in classes]
+    bucks, does = sexes.count("buck"), sexes.count("doe")
     if bucks > does:
         return "buck"
     if does > bucks:

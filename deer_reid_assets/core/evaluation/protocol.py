@@ -34,10 +34,13 @@ class LabelledSet:
     identities: list[str]
     classifications: list[str]
     split_keys: list[str]  # content keys (photo sha256 + box): splits do not depend on random row ids
+    groups: list[str] | None = None  # burst of each detection ('' = none): one burst, one split role
 
     def subset(self, keep: list[int]) -> LabelledSet:
+        groups = [self.groups[k] for k in keep] if self.groups is not None else None
         return LabelledSet(*([values[k] for k in keep] for values in
-                             (self.detection_ids, self.identities, self.classifications, self.split_keys)))
+                             (self.detection_ids, self.identities, self.classifications, self.split_keys)),
+                           groups=groups)
 
 
 SPLIT_KEY_SQL = "COALESCE(f.sha256, d.image_id::text) || ':' || d.bbox::text"
@@ -51,16 +54,18 @@ def labelled_set(conn: sa.Connection) -> LabelledSet:
         f"""
         SELECT d.id::text, COALESCE(gt.identity, dr.name, dr.id::text) AS identity,
                COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
-               {SPLIT_KEY_SQL} AS split_key
+               {SPLIT_KEY_SQL} AS split_key, COALESCE(d.burst_group_id::text, '') AS burst
         FROM detections d
         LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
         LEFT JOIN deer dr ON dr.id = d.deer_id AND d.is_reviewed IS TRUE
-        WHERE d.is_valid IS NOT FALSE AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
+        WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
+          AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
         ORDER BY d.id
         """
     )).all()
-    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], unique_keys([r[3] for r in rows]))
+    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], unique_keys([r[3] for r in rows]),
+                       groups=[r[4] for r in rows])
 
 
 def unique_keys(keys: list[str]) -> list[str]:
@@ -86,7 +91,7 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
                  held_out_fraction: float = 0.2, gallery_fraction: float = 0.5) -> EvalSplit:
     """The seeded split of ``labelled``, recorded in ``reid_eval_splits`` (new detections are added;
     the hash-based split never moves a detection that was already placed)."""
-    split = identity_split(labelled.split_keys, labelled.identities, seed=seed,
+    split = identity_split(labelled.split_keys, labelled.identities, seed=seed, groups=labelled.groups,
                                    held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
     roles = split_roles(split, len(labelled.detection_ids))
     s = t.reid_eval_splits
@@ -235,7 +240,7 @@ def live_assignment_stats(conn: sa.Connection) -> dict:
         JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
         LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
         LEFT JOIN deer dr ON dr.id = d.deer_id
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE
+        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
         """
     )).mappings().one()
     stats = dict(row)

@@ -52,8 +52,12 @@ def identity_split(
     seed: int = 0,
     held_out_fraction: float = 0.2,
     gallery_fraction: float = 0.5,
+    groups: Sequence[str] | None = None,
 ) -> EvalSplit:
     """Split labelled detections into gallery / validation queries / test queries.
+
+    ``groups`` (optional, '' = none): detections of one group (a burst of near-identical photos)
+    share their ``u``, so a burst is never split between gallery and queries.
 
     Each identity is held out (open set) when ``hash(seed, identity) < held_out_fraction``; each
     detection gets ``u = hash(seed, detection_id)``. Held-out identities: ``u < 0.5`` -> val query,
@@ -79,7 +83,10 @@ def identity_split(
         for identity in set(labels)
         if unit_hash(seed, "identity", identity) < held_out_fraction
     }
-    u = np.array([unit_hash(seed, "detection", d) for d in ids], dtype=np.float64)
+    if groups is not None:
+        check_length(list(groups), len(ids), "groups", "detection_ids")
+    keys = [g if groups is not None and (g := groups[i]) else d for i, d in enumerate(ids)]
+    u = np.array([unit_hash(seed, "detection", k) for k in keys], dtype=np.float64)
     roles = np.empty(len(ids), dtype=object)
     val_cut = gallery_fraction + (1.0 - gallery_fraction) / 2.0
     by_identity: dict[str, list[int]] = {}

@@ -145,12 +145,19 @@ def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, ca
         info = info or {}
         row = conn.execute(
             sa.insert(t.locations)
-            .values(name=name, description=info.get("description"), latitude=info.get("latitude"),
-                    longitude=info.get("longitude"))
+            .values(name=name, description=info.get("description"), coordinates=_coordinates(info))
             .returning(t.locations.c.id)
         ).first()
     cache[name] = row[0]
     return row[0]
+
+
+def _coordinates(info: dict[str, Any]) -> dict[str, float] | None:
+    """The existing system keeps a camera's position as ``{"lat": .., "lon": ..}``."""
+    lat, lon = info.get("latitude"), info.get("longitude")
+    if lat is None or lon is None:
+        return None
+    return {"lat": float(lat), "lon": float(lon)}
 
 
 def deer_id_for_name(conn: sa.Connection, name: str, sex: str, report: ImportReport | None = None) -> str:
@@ -202,6 +209,9 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
                 exif_data=exif or None, processing_status=status, error_message=error)
         .returning(t.images.c.id)
     ).scalar_one()
+    if location is not None:  # the existing system keeps a per-camera photo count
+        conn.execute(sa.update(t.locations).where(t.locations.c.id == location)
+                     .values(image_count=t.locations.c.image_count + 1))
     conn.execute(
         sa.insert(t.reid_image_files).values(
             image_id=image_id, sha256=sha, width=size[0] if size else None, height=size[1] if size else None,

@@ -50,7 +50,7 @@ def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name:
         LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         JOIN deer dr ON dr.id = d.deer_id
         JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
-        WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE
+        WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
           AND (NOT :exclude OR d.id NOT IN (SELECT detection_id FROM reid_eval_splits
                                             WHERE split_name = :split AND role IN ('val_query', 'test_query')))
         ORDER BY 4, d.id

@@ -61,9 +61,13 @@ def deer_exists(conn: sa.Connection, deer_id: str) -> bool:
 
 
 def create_deer(conn: sa.Connection, name: str, sex: str) -> str:
-    return str(conn.execute(sa.text(
-        "INSERT INTO deer (name, sex, notes) VALUES (:n, CAST(:s AS deersex), 'created in the review app') RETURNING id"),
-        {"n": name, "s": sex}).scalar_one())
+    """A new deer row (client-side id and sighting dates, as the existing system's rows have); a buck
+    age class (mature / mid / young) gives a buck."""
+    from deer_reid_assets.core.classes import sex_of
+    from deer_reid_assets.core.store import schema as t
+
+    return str(conn.execute(sa.insert(t.deer).values(name=name, sex=sex_of(sex), notes="created in the review app")
+                            .returning(t.deer.c.id)).scalar_one())
 
 
 def delete_deer_if_unused(conn: sa.Connection, deer_id: str) -> bool:

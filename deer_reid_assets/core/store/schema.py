@@ -7,6 +7,9 @@ columns this project touches are listed for the existing system's tables.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
@@ -15,75 +18,117 @@ from deer_reid_assets.core.families import EMBEDDING_DIM
 
 metadata = sa.MetaData()
 
-# --- the existing system's tables -------------------------------------------------------------
+# --- the existing system's tables (migrations 001-012, 020-021) -----------------------------------
+# Its ids are client-side UUIDs and most of its NOT NULL columns have no database default (its
+# SQLAlchemy models fill them in): the Python-side defaults below do the same for every insert made
+# through these tables.
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 locations = sa.Table(
     "locations",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("description", sa.Text),
-    sa.Column("latitude", sa.Float),
-    sa.Column("longitude", sa.Float),
+    sa.Column("coordinates", JSON),  # {"lat": .., "lon": ..}
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("image_count", sa.Integer, nullable=False, default=0),
 )
 
 images = sa.Table(
     "images",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
     sa.Column("filename", sa.String(255), nullable=False),
     sa.Column("path", sa.String(512), nullable=False),
     sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
     sa.Column("location_id", UUID(as_uuid=False)),
     sa.Column("exif_data", JSON),
     sa.Column("processing_status", sa.Enum("pending", "processing", "completed", "failed", name="processingstatus",
-                                           create_type=False)),
+                                           create_type=False), nullable=False, default="pending"),
     sa.Column("error_message", sa.Text),
 )
 
 deer = sa.Table(
     "deer",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
     sa.Column("name", sa.String(100)),
-    sa.Column("sex", sa.Enum("buck", "doe", "fawn", "unknown", name="deersex", create_type=False)),
+    sa.Column("sex", sa.Enum("buck", "doe", "fawn", "unknown", name="deersex", create_type=False), nullable=False,
+              default="unknown"),
+    sa.Column("status", sa.Enum("alive", "deceased", "unknown", name="deerstatus", create_type=False), nullable=False,
+              default="alive"),
+    sa.Column("species", sa.String(100), nullable=False, default="white_tailed_deer"),
+    sa.Column("notes", sa.String(1000)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False, default=_now),
     sa.Column("feature_vector", Vector(EMBEDDING_DIM)),
     sa.Column("feature_vector_multiscale", Vector(EMBEDDING_DIM)),
     sa.Column("feature_vector_efficientnet", Vector(EMBEDDING_DIM)),
     sa.Column("feature_vector_finetuned", Vector(EMBEDDING_DIM)),
     sa.Column("embedding_version", sa.String(20)),
-    sa.Column("sighting_count", sa.Integer),
-    sa.Column("first_seen", sa.DateTime(timezone=True)),
-    sa.Column("last_seen", sa.DateTime(timezone=True)),
-    sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.Column("confidence", sa.Float, nullable=False, default=0.0),
+    sa.Column("sighting_count", sa.Integer, nullable=False, default=0),
+    sa.Column("best_photo_id", UUID(as_uuid=False)),
 )
 
 detections = sa.Table(
     "detections",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.text("gen_random_uuid()")),
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
     sa.Column("image_id", UUID(as_uuid=False), nullable=False),
     sa.Column("deer_id", UUID(as_uuid=False)),
     sa.Column("bbox", JSON, nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("classification", sa.String(20)),
-    sa.Column("is_reviewed", sa.Boolean),
-    sa.Column("is_valid", sa.Boolean),
+    sa.Column("classification", sa.String(20), nullable=False, default="unknown"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_now),
+    sa.Column("is_duplicate", sa.Boolean, nullable=False, default=False),
+    sa.Column("burst_group_id", UUID(as_uuid=False)),
+    sa.Column("is_reviewed", sa.Boolean, nullable=False, default=False),
+    sa.Column("is_valid", sa.Boolean, nullable=False, default=True),
     sa.Column("corrected_classification", sa.String(20)),
+    sa.Column("correction_notes", sa.Text),
     sa.Column("reviewed_by", sa.String(100)),
     sa.Column("reviewed_at", sa.DateTime(timezone=True)),
 )
 
+antler_keypoints = sa.Table(
+    "antler_keypoints",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
+    sa.Column("detection_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("keypoint_index", sa.Integer, nullable=False),
+    sa.Column("keypoint_name", sa.String(50), nullable=False),
+    sa.Column("x", sa.Float, nullable=False),
+    sa.Column("y", sa.Float, nullable=False),
+    sa.Column("visibility", sa.Integer, nullable=False, default=2),
+    sa.Column("confidence", sa.Float, nullable=False, default=0.0),
+    sa.Column("created_at", sa.DateTime),
+)
+
+SIMILARITY_UNIQUE = "reid_similarity_scores_detection_deer_unique"  # its constraint name
 reid_similarity_scores = sa.Table(
     "reid_similarity_scores",
     metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, default=new_id),
     sa.Column("detection_id", UUID(as_uuid=False), nullable=False),
     sa.Column("deer_id", UUID(as_uuid=False), nullable=False),
     sa.Column("similarity_score", sa.Numeric(5, 4), nullable=False),
     sa.Column("sex_match", sa.Boolean, nullable=False),
     sa.Column("matched", sa.Boolean, nullable=False),
     sa.Column("threshold_used", sa.Numeric(5, 4), nullable=False),
-    sa.Column("detection_classification", sa.String(20)),
+    sa.Column("detection_classification", sa.String(50)),
     sa.Column("deer_sex", sa.String(20)),
     sa.Column("calculated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )

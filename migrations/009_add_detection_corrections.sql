@@ -1,4 +1,4 @@
--- Existing system, migration 007: human review of detections.
+-- Existing system, level 009: human review of a detection (verified, usable, corrected class).
 ALTER TABLE detections
     ADD COLUMN is_reviewed BOOLEAN NOT NULL DEFAULT FALSE,
     ADD COLUMN is_valid BOOLEAN NOT NULL DEFAULT TRUE,
@@ -6,3 +6,5 @@ ALTER TABLE detections
     ADD COLUMN correction_notes TEXT,
     ADD COLUMN reviewed_by VARCHAR(100),
     ADD COLUMN reviewed_at TIMESTAMPTZ;
+CREATE INDEX ix_detections_is_reviewed ON detections (is_reviewed);
+CREATE INDEX ix_detections_is_valid ON detections (is_valid);
