@@ -97,7 +97,8 @@ def test_baseline_is_verified_at_every_level(empty_db_url):
     files = migrations.discover()
     with engine.begin() as conn:
         conn.exec_driver_sql(files[0].sql)
-    with pytest.raises(migrations.MigrationError, match=r"002_add_deer_status: missing type deerstatus; missing column deer.created_at"):
+    missing = r"002_add_deer_status: missing type deerstatus; missing column deer.created_at"
+    with pytest.raises(migrations.MigrationError, match=missing):
         migrations.migrate(engine, baseline="002")
     assert _recorded(engine) == {}
     assert migrations.migrate(engine, baseline="001")[0] == "002_add_deer_status"
