@@ -133,6 +133,7 @@ BAD_BOXES = {
     0.16: ({"x": 310, "y": 100, "width": 60, "height": 60}, ["too small", "10x60"]),  # small once clamped
     0.17: ({"x": 10, "y": 10, "width": 40}, ["lacks", "'height'"]),
     0.18: ({"x": "left", "y": 10, "width": 40, "height": 40}, ["must be numbers", "left"]),
+    # the strings "NaN"/"Infinity"; the numeric tokens: test_bad_items.py::test_numeric_nan_and_infinity_boxes_...
     0.19: ({"x": "NaN", "y": 10, "width": 40, "height": 40}, ["finite"]),
     0.20: ({"x": 10, "y": 10, "width": "Infinity", "height": 40}, ["finite"]),
     0.21: ([10, 10, 40, 40], ["must be an object"]),

@@ -265,10 +265,27 @@ def test_bad_sidecar_raises_naming_file_and_entry(engine, tmp_path, case):
     assert str(load_sidecar_path) in message
     for part in expected:
         assert part in message
-    # importing the folder fails the same way, before anything is written
-    with pytest.raises(SidecarError):
-        import_sidecar_folder(engine, root)
-    assert _count(engine, t.images) == 0 and _count(engine, t.locations) == 0
+    if case in DOCUMENT_PROBLEMS:  # the whole file is unusable: importing fails before anything is written
+        with pytest.raises(SidecarError):
+            import_sidecar_folder(engine, root)
+        assert _count(engine, t.images) == 0 and _count(engine, t.locations) == 0
+        return
+    # one bad entry costs only its own photo: recorded as failed with the reason, the other imported
+    report = import_sidecar_folder(engine, root)
+    names_no_photo = case in ("image without file", "absolute path", "dot-dot path")
+    assert report.images_failed == 1 and report.images_new == (2 if names_no_photo else 1)
+    ((where, reason),) = report.failures
+    assert all(part in reason for part in expected), reason
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.select(t.images.c.filename, t.images.c.processing_status)).all())
+    bad_name = "a.png" if "images[0]" in message else "b.png"
+    good_name = "b.png" if bad_name == "a.png" else "a.png"
+    assert statuses[good_name] in ("completed", "pending")
+    if not names_no_photo:  # otherwise the photo itself comes in as pending detection, the entry is reported
+        assert statuses[bad_name] == "failed" and where.endswith(bad_name)
+
+
+DOCUMENT_PROBLEMS = {"wrong format", "no images list"}
 
 
 def test_invalid_json_and_bad_ground_truth_raise(engine, tmp_path):
@@ -355,8 +372,10 @@ def test_only_the_given_files_are_imported(engine, tmp_path):
         _noise_image(root / "cam07" / f"{i}.png", i)
     report = import_sidecar_folder(engine, root, files=["cam07/1.png"])
     assert (report.images_new, report.images_pending_detection) == (1, 1)
-    with pytest.raises(SidecarError, match="must be a path inside the folder"):
-        import_sidecar_folder(engine, root, files=["../escape.png"])
+    # a name that escapes the folder is refused with the reason; the other names still come in
+    again = import_sidecar_folder(engine, root, files=["../escape.png", "cam07/2.png"])
+    assert (again.images_new, again.images_failed) == (1, 1)
+    assert "must be a path inside the folder" in again.failures[0][1]
 
 
 def test_folder_without_sidecar_imports_everything_as_pending(engine, tmp_path):

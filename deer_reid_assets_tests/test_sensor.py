@@ -138,3 +138,37 @@ def test_a_sensor_run_request_imports_exactly_its_photos(instance, engine, tmp_p
         names = sorted(conn.execute(sa.text("SELECT filename FROM images")).scalars())
         batch = conn.execute(sa.text("SELECT DISTINCT import_batch FROM reid_image_files")).scalar()
     assert names == ["a.jpg", "b.jpg"] and batch == request.partition_key
+
+
+def test_a_failed_import_run_is_requested_again_and_then_imports_its_photos(instance, engine, tmp_path):
+    """Issue 12: the cursor marks photos submitted when the run is requested; a run that failed (here: a
+    detections.json that is not JSON at all) used to leave its photos never imported."""
+    from deer_reid_assets.defs.sensors import ATTEMPT_TAG, RETRY_DELAY_SECONDS, ingest_upload_job, retry_requests
+
+    uploads = tmp_path / "uploads"
+    _photo(uploads / "cam01" / "a.jpg", 1)
+    (uploads / "detections.json").write_text('{"format": "deer-reid-detections/1", "images": [')  # truncated copy
+    store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
+    resources = {"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)), "image_store": store}
+    job = dg.Definitions(assets=[camera_images], jobs=[ingest_upload_job], resources=resources).resolve_job_def(
+        ingest_upload_job.name)
+
+    def launch(request):
+        tags = {**request.tags, "dagster/sensor_name": "camera_upload_sensor", "dagster/run_key": request.run_key}
+        return job.execute_in_process(run_config=request.run_config, instance=instance, partition_key=request.partition_key,
+                                      tags=tags, raise_on_error=False)
+
+    (request,) = _tick(instance, store, cursor := _tick(instance, store, None).cursor).run_requests
+    assert not launch(request).success
+    cursor = _tick(instance, store, cursor).cursor
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"image_store": store})
+    assert retry_requests(context) == []  # too soon: the retry waits for the back-off
+    (retry,) = retry_requests(context, now=time.time() + RETRY_DELAY_SECONDS + 1)
+    assert retry.run_config == request.run_config and retry.partition_key == request.partition_key
+    assert retry.tags[ATTEMPT_TAG] == "2" and retry.run_key.startswith("retry:")
+    (uploads / "detections.json").unlink()  # fixed by the user in the meantime
+    assert launch(retry).success
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT filename FROM images")).scalars().all() == ["a.jpg"]
+    # only the failed run has a retry request (same run key again: Dagster launches a run key once)
+    assert [r.run_key for r in retry_requests(context, now=time.time() + 10**6)] == [retry.run_key]

@@ -1,6 +1,8 @@
 """The camera-upload sensor: new photos in the upload folder become import runs, one per batch
 (camera x capture day), and automation carries them through crops, embeddings and matching."""
 
+import time
+
 import dagster as dg
 
 from deer_reid_assets.core import coexistence
@@ -18,14 +20,54 @@ ingest_upload_job = dg.define_asset_job(
 )
 
 
+RETRY_LIMIT = 5  # attempts per batch in all (the first run included)
+RETRY_DELAY_SECONDS = 30.0  # before attempt n+1: RETRY_DELAY_SECONDS * 2**(n-1) after attempt n ended
+ATTEMPT_TAG = "deer-reid/attempt"
+
+
+def retry_requests(context: dg.SensorEvaluationContext, now: float | None = None) -> list[dg.RunRequest]:
+    """The batches whose import run failed, requested again: the cursor remembers a photo as submitted
+    when its run is requested, so a failed run's photos would otherwise never be imported. Attempt
+    ``n`` + 1 waits ``RETRY_DELAY_SECONDS * 2**(n-1)`` after attempt ``n`` ended (a database that is
+    restarting gets time), at most ``RETRY_LIMIT`` attempts; the run key ``retry:<failed run id>``
+    makes each failed run retried once (Dagster skips a run key a sensor already used)."""
+    now = time.time() if now is None else now
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=ingest_upload_job.name, statuses=[dg.DagsterRunStatus.FAILURE],
+                              tags={"dagster/sensor_name": camera_upload_sensor_name}),
+        limit=100,
+    )
+    requests = []
+    for record in records:
+        run = record.dagster_run
+        attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
+        ended = record.end_time or record.update_timestamp.timestamp()
+        if attempt >= RETRY_LIMIT:
+            context.log.warning(f"upload batch {run.tags.get('deer-reid/upload-batch')}: run {run.run_id} failed "
+                                f"{attempt} times; not retried again (re-run it from the UI once fixed)")
+            continue
+        if now - ended < RETRY_DELAY_SECONDS * 2 ** (attempt - 1):
+            continue
+        tags = {k: v for k, v in run.tags.items() if k.startswith("deer-reid/")}
+        requests.append(dg.RunRequest(
+            run_key=f"retry:{run.run_id}", partition_key=run.tags.get("dagster/partition"), run_config=run.run_config,
+            tags={**tags, ATTEMPT_TAG: str(attempt + 1), "deer-reid/retry-of": run.run_id}))
+    return requests
+
+
+camera_upload_sensor_name = "camera_upload_sensor"
+
+
 @dg.sensor(
+    name=camera_upload_sensor_name,
     job=ingest_upload_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once its size and "
     "modification time have stayed the same between two evaluations; submitted photos are remembered in the cursor "
     "and never submitted twice; at most max_files per evaluation (bursts spread over several); names that escape "
-    "the folder are refused and logged. Photos are grouped into batches per camera and capture day.",
+    "the folder are refused and logged. Photos are grouped into batches per camera and capture day. A batch whose "
+    "import run failed is requested again (backing off, at most 5 attempts).",
 )
 def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: ImageStoreResource) -> dg.SensorResult:
     uploads = image_store.uploads
@@ -35,12 +77,12 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
                           max_files=image_store.upload_max_files_per_tick)
     for name, reason in result.rejected:
         context.log.warning(f"upload refused: {name}: {reason}")
-    requests = [
+    requests = retry_requests(context) + [
         dg.RunRequest(
             run_key=f"{batch.key}:{batch.fingerprint}",
             partition_key=batch.key,
             run_config={"ops": {"camera_images": {"config": {"source_dir": str(uploads), "files": batch.files}}}},
-            tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.files))},
+            tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.files)), ATTEMPT_TAG: "1"},
         )
         for batch in result.batches
     ]

@@ -38,11 +38,30 @@ def load_image(path: Path | str) -> Image.Image:
         with Image.open(path) as img:
             img.load()  # forces full decode: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
+            return _to_rgb(img, path)
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path}: not a readable image") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """RGB of ``img``. 16-bit greyscale (``I;16*``, or ``I`` holding 0..65535, as PNG decodes) is
+    scaled to 8 bits (v * 255 / 65535) instead of Pillow's clipping at 255; other high-bit-depth
+    modes are refused with the reason."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        import numpy as np
+
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError(f"{path}: {img.mode} image with values outside 0..65535 is not supported")
+        scaled = np.rint(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    if img.mode == "F":
+        raise ImageError(f"{path}: 32-bit floating-point images are not supported (save it as 8- or 16-bit)")
+    return img.convert("RGB")
 
 
 def exif_summary(img: Image.Image) -> dict[str, Any]:
@@ -52,11 +71,20 @@ def exif_summary(img: Image.Image) -> dict[str, Any]:
         exif = img.getexif()
     except Exception:  # noqa: BLE001 - EXIF is optional decoration
         return {}
-    out = {name: str(exif.get(tag)) for tag, name in wanted.items() if exif.get(tag) is not None}
-    sub = exif.get_ifd(0x8769) if hasattr(exif, "get_ifd") else {}
+    out = {name: _text(exif.get(tag)) for tag, name in wanted.items() if exif.get(tag) is not None}
+    try:
+        sub = exif.get_ifd(0x8769) if hasattr(exif, "get_ifd") else {}
+    except Exception:  # noqa: BLE001 - a malformed EXIF sub-IFD is ignored like a missing one
+        sub = {}
     if sub.get(0x9003) is not None:
-        out["DateTimeOriginal"] = str(sub[0x9003])
+        out["DateTimeOriginal"] = _text(sub[0x9003])
     return out
+
+
+def _text(value: Any) -> str:
+    """EXIF text as PostgreSQL can store it in jsonb (no NUL, valid Unicode, bounded)."""
+    text = str(value).replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text[:200]
 
 
 @dataclass(frozen=True)

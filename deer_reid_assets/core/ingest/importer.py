@@ -1,47 +1,37 @@
-"""Bringing camera photos, detections and labels into the database.
-
-Sidecar format ``deer-reid-detections/1`` (a ``detections.json`` at the root of an image folder)::
-
-    {"format": "deer-reid-detections/1",
-     "cameras": [{"name": "cam01", "description": "...", "latitude": 44.1, "longitude": -73.2}],
-     "images": [{"file": "images/cam01/cam01_00017.jpg", "camera": "cam01",
-                 "timestamp": "2026-10-03T05:41:00+00:00",
-                 "detections": [{"bbox": {"x": 120, "y": 200, "width": 180, "height": 140},
-                                 "confidence": 0.91, "classification": "buck",
-                                 "key": "images/cam01/cam01_00017.jpg#0",   # optional, joins ground truth
-                                 "label": "Buck-03"}]}]}                   # optional human label
-
-``file`` is relative to the sidecar's folder; bbox is in pixels (top-left x/y). ``label`` marks a
-detection a person has identified: it becomes a reviewed detection of that deer (created by name
-when new). An optional ``ground_truth.json`` (``deer-reid-ground-truth/1``: ``{"detections": {key:
-{"deer": name, "sex": ..., "antler_points": ...}}}``) is hidden truth used only by evaluation.
+"""Bringing camera photos, detections and labels into the database (formats: :mod:`.sidecar`).
 
 Photos are identified by the SHA-256 of their bytes: importing the same file again does nothing.
-Unreadable photos are recorded (``images.processing_status = 'failed'`` with the reason) and the
-rest of the batch goes on.
+One bad item costs only itself: an unreadable photo, a bad sidecar entry or a value the database
+refuses is recorded (``images.processing_status = 'failed'`` with the reason, or only in the report
+when even its name cannot be stored) and the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from deer_reid_assets.core.ingest.imaging import IMAGE_SUFFIXES, ImageError, exif_summary, load_image, sha256_file
+from deer_reid_assets.core.ingest.imaging import (IMAGE_SUFFIXES, BoxError, ImageError, exif_summary, load_image,
+                                                  sha256_file)
+from deer_reid_assets.core.ingest.safe_paths import Seen, link_problem, walk_photos
+from deer_reid_assets.core.ingest.sidecar import (  # noqa: F401 - re-exported: the importer's public names
+    CLASSIFICATIONS, GROUND_TRUTH_FORMAT, SIDECAR_FORMAT, Sidecar, SidecarError, check_relative as _check_relative,
+    load_ground_truth_file, load_sidecar, parse_time as _parse_time, too_long)
 from deer_reid_assets.core.store import schema as t
 
-SIDECAR_FORMAT = "deer-reid-detections/1"
-GROUND_TRUTH_FORMAT = "deer-reid-ground-truth/1"
-CLASSIFICATIONS = {"buck", "doe", "fawn", "unknown"}
+REFUSED = "entry refused: "
+"""Prefix of a failed photo's reason when the photo's bytes are fine but its entry is not (a bad sidecar
+entry, a name too long for the database): the next import of that photo tries again."""
+_DEER_NAME_LOCK = 0x5EED_0DE1  # advisory lock class: one creator per deer name at a time
 
 
-class SidecarError(ValueError):
-    """A detections/ground-truth file that does not follow its documented format."""
+class EntryError(ValueError):
+    """One photo (or its entry) that cannot be imported; only it is lost, the batch goes on."""
 
 
 @dataclass
@@ -57,73 +47,19 @@ class ImportReport:
     deer_created: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
+    def _counters(self) -> tuple:
+        return (self.images_new, self.images_already_imported, self.images_failed, self.images_pending_detection,
+                self.detections, self.labelled, self.ground_truth, self.deer_created, len(self.failures))
 
-# --- sidecar files -------------------------------------------------------------------------------
-def load_sidecar(path: Path) -> dict[str, Any]:
-    """Parse and validate a detections sidecar; SidecarError names the file and the bad entry."""
-    data = _load_json(path)
-    if data.get("format") != SIDECAR_FORMAT:
-        raise SidecarError(f"{path}: 'format' must be {SIDECAR_FORMAT!r}, got {data.get('format')!r}")
-    images = data.get("images")
-    if not isinstance(images, list):
-        raise SidecarError(f"{path}: 'images' must be a list")
-    for i, entry in enumerate(images):
-        where = f"{path}: images[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise SidecarError(f"{where}: each image needs a 'file' string")
-        _check_relative(entry["file"], where)
-        if "timestamp" in entry:
-            _parse_time(entry["timestamp"], where)
-        if not isinstance(entry.get("detections", []), list):
-            raise SidecarError(f"{where}: 'detections' must be a list, got {entry['detections']!r}")
-        for j, det in enumerate(entry.get("detections", [])):
-            dwhere = f"{where}.detections[{j}]"
-            if not isinstance(det, dict) or "bbox" not in det:
-                raise SidecarError(f"{dwhere}: each detection needs a 'bbox'")
-            cls = det.get("classification", "unknown")
-            if cls not in CLASSIFICATIONS:
-                raise SidecarError(f"{dwhere}: classification must be one of {sorted(CLASSIFICATIONS)}, got {cls!r}")
-            conf = det.get("confidence", 1.0)
-            if not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
-                raise SidecarError(f"{dwhere}: confidence must be a number in [0, 1], got {conf!r}")
-    return data
+    def _restore(self, saved: tuple) -> None:
+        (self.images_new, self.images_already_imported, self.images_failed, self.images_pending_detection,
+         self.detections, self.labelled, self.ground_truth, self.deer_created, n) = saved
+        del self.failures[n:]
 
 
-def load_ground_truth_file(path: Path) -> dict[str, dict[str, Any]]:
-    data = _load_json(path)
-    if data.get("format") != GROUND_TRUTH_FORMAT:
-        raise SidecarError(f"{path}: 'format' must be {GROUND_TRUTH_FORMAT!r}, got {data.get('format')!r}")
-    detections = data.get("detections")
-    if not isinstance(detections, dict) or not all(isinstance(v, dict) and "deer" in v for v in detections.values()):
-        raise SidecarError(f"{path}: 'detections' must map detection keys to objects with a 'deer' name")
-    return detections
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SidecarError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SidecarError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise SidecarError(f"{path}: the top level must be a JSON object")
-    return data
-
-
-def _check_relative(name: str, where: str) -> None:
-    parts = Path(name).parts
-    if Path(name).is_absolute() or ".." in parts:
-        raise SidecarError(f"{where}: file {name!r} must be a path inside the folder (no absolute paths or '..')")
-
-
-def _parse_time(value: Any, where: str) -> datetime:
-    try:
-        ts = datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise SidecarError(f"{where}: timestamp {value!r} is not ISO 8601") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+def display_path(path: Path | str) -> str:
+    """``path`` as text PostgreSQL can store: undecodable bytes of a file name shown as ``\\xNN``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def _exif_time(exif: dict[str, Any]) -> datetime | None:
@@ -131,25 +67,59 @@ def _exif_time(exif: dict[str, Any]) -> datetime | None:
     if not raw:
         return None
     try:
-        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
+        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
 
 
 # --- database helpers ----------------------------------------------------------------------------
+def _get_or_create(conn: sa.Connection, name: str, find: Callable[[sa.Connection], Any],
+                   create: Callable[[sa.Connection], Any]) -> tuple[Any, bool]:
+    """(row id, created): the row ``find`` sees, else made by ``create`` in a short transaction of its
+    own under an advisory lock on ``name``, so two imports running at once never create the same row
+    twice (the loser waits, then finds and reuses the winner's row). Committed at once: a chunk rolled
+    back later leaves at most an unused deer/camera row, never a duplicate."""
+    found = find(conn)
+    if found is not None:
+        return found, False
+    with conn.engine.begin() as own:
+        own.execute(sa.text("SELECT pg_advisory_xact_lock(:c, hashtext(:n))"), {"c": _DEER_NAME_LOCK, "n": name})
+        found = find(own)
+        if found is not None:
+            return found, False
+        return create(own), True
+
+
 def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, cache: dict[str, str]) -> str:
     if name in cache:
         return cache[name]
-    row = conn.execute(sa.select(t.locations.c.id).where(t.locations.c.name == name)).first()
-    if row is None:
-        info = info or {}
-        row = conn.execute(
-            sa.insert(t.locations)
-            .values(name=name, description=info.get("description"), coordinates=_coordinates(info))
-            .returning(t.locations.c.id)
-        ).first()
-    cache[name] = row[0]
-    return row[0]
+    if reason := too_long(name, t.locations.c.name, "camera name"):
+        raise EntryError(REFUSED + reason)
+    info = info or {}
+    loc = t.locations
+
+    def find(c):
+        return c.execute(sa.select(loc.c.id).where(loc.c.name == name).limit(1)).scalar()
+
+    def create(c):
+        position = {k: _opt_number(info.get(k)) for k in ("latitude", "longitude")}
+        return c.execute(sa.insert(loc).values(name=name, description=_opt_text(info.get("description")),
+                                               coordinates=_coordinates(position))
+                         .returning(loc.c.id)).scalar_one()
+
+    cache[name], _ = _get_or_create(conn, f"location:{name}", find, create)
+    return cache[name]
+
+
+def _opt_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _opt_number(value: Any) -> float | None:
+    import math
+
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _coordinates(info: dict[str, Any]) -> dict[str, float] | None:
@@ -161,24 +131,40 @@ def _coordinates(info: dict[str, Any]) -> dict[str, float] | None:
 
 
 def deer_id_for_name(conn: sa.Connection, name: str, sex: str, report: ImportReport | None = None) -> str:
-    """The deer row called ``name``, created (with ``sex``) when there is none. A deer of unknown sex
-    takes the sex of a later labelled detection that knows it (the result must not depend on which
-    sighting happens to come first)."""
+    """The deer row called ``name``, created (with ``sex``) when there is none; two imports at once
+    share one row (see :func:`_get_or_create`). A deer of unknown sex takes the sex of a later labelled
+    detection that knows it (the result must not depend on which sighting happens to come first)."""
     sex = sex if sex in CLASSIFICATIONS else "unknown"
-    row = conn.execute(
-        sa.select(t.deer.c.id, t.deer.c.sex).where(t.deer.c.name == name).order_by(t.deer.c.id).limit(1)
-    ).first()
-    if row is not None:
-        if row[1] == "unknown" and sex != "unknown":
-            conn.execute(sa.update(t.deer).where(t.deer.c.id == row[0]).values(sex=sex))
-        return row[0]
-    if report is not None:
+    if reason := too_long(name, t.deer.c.name, "deer name"):
+        raise EntryError(REFUSED + reason)
+    d = t.deer
+
+    def find(c):
+        return c.execute(sa.select(d.c.id).where(d.c.name == name).order_by(d.c.id).limit(1)).scalar()
+
+    def create(c):
+        return c.execute(sa.insert(d).values(name=name, sex=sex).returning(d.c.id)).scalar_one()
+
+    deer_id, created = _get_or_create(conn, f"deer:{name}", find, create)
+    if created and report is not None:
         report.deer_created += 1
-    return conn.execute(sa.insert(t.deer).values(name=name, sex=sex).returning(t.deer.c.id)).scalar_one()
+    elif not created and sex != "unknown":
+        conn.execute(sa.update(d).where(d.c.id == deer_id, d.c.sex == "unknown").values(sex=sex))
+    return deer_id
 
 
 def _already_imported(conn: sa.Connection, sha: str) -> bool:
-    return conn.execute(sa.select(t.reid_image_files.c.image_id).where(t.reid_image_files.c.sha256 == sha)).first() is not None
+    """Whether these bytes were imported (or failed as a photo). A record that failed for a reason
+    other than its bytes (:data:`REFUSED`) is dropped so the photo is tried again."""
+    i, f = t.images, t.reid_image_files
+    row = conn.execute(sa.select(f.c.image_id, i.c.processing_status, i.c.error_message)
+                       .join(i, i.c.id == f.c.image_id).where(f.c.sha256 == sha)).first()
+    if row is None:
+        return False
+    if row[1] == "failed" and (row[2] or "").startswith(REFUSED):
+        conn.execute(sa.delete(i).where(i.c.id == row[0]))
+        return False
+    return True
 
 
 def _make_room_at_path(conn: sa.Connection, path: Path) -> str | None:
@@ -198,11 +184,20 @@ def _make_room_at_path(conn: sa.Connection, path: Path) -> str | None:
     return "another photo is already recorded at this path (was the file changed after it was imported?)"
 
 
+def _path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be stored as a photo's path, or None."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return REFUSED + "file name is not valid UTF-8 (rename the file)"
+    return too_long(str(path), t.images.c.path, "path") or too_long(path.name, t.images.c.filename, "file name")
+
+
 def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestamp: datetime | None, batch: str,
                   loc_cache: dict[str, str], status: str, error: str | None, sha: str, size, exif) -> str:
     location = _location_id(conn, camera, camera_info, loc_cache) if camera else None
     if timestamp is None:
-        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
     image_id = conn.execute(
         sa.insert(t.images)
         .values(filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
@@ -225,49 +220,131 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
 Progress = Callable[[int, int], None]
 
 
+def _is_connection_problem(exc: sa.exc.DBAPIError) -> bool:
+    return exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+
+
+def _guarded(conn: sa.Connection, report: ImportReport, path: Path, loc_cache: dict, work: Callable[[], None]) -> None:
+    """Run one photo's import in a SAVEPOINT: a problem with this photo alone (its entry, its name, a
+    value the database refuses) rolls back only it, records it as failed with the reason, and the
+    chunk goes on. Losing the connection is not such a problem: it is raised (the chunk is retried).
+    A unique-key race with an import running at the same time is retried once (it then finds the
+    other import's rows)."""
+    for attempt in (1, 2):
+        saved = report._counters()
+        try:
+            with conn.begin_nested():
+                work()
+            return
+        except (EntryError, SidecarError, BoxError, ImageError) as exc:
+            reason = str(exc)
+        except UnicodeError as exc:
+            reason = f"{REFUSED}text the database cannot store ({exc})"
+        except sa.exc.DBAPIError as exc:
+            if _is_connection_problem(exc):
+                raise
+            if isinstance(exc, sa.exc.IntegrityError) and getattr(exc.orig, "pgcode", None) == "23505" and attempt == 1:
+                report._restore(saved)
+                continue
+            reason = REFUSED + "the database refused it: " + str(exc.orig).strip().splitlines()[0]
+        report._restore(saved)
+        loc_cache.clear()
+        _record_failed(conn, path, reason, report)
+        return
+
+
+def _record_failed(conn: sa.Connection, path: Path, reason: str, report: ImportReport, sha: str | None = None) -> None:
+    """Count ``path`` as failed with ``reason``, and keep a 'failed' image row for it when its bytes can
+    be hashed and its path stored (a name the database cannot hold is only in the report)."""
+    report.images_failed += 1
+    report.failures.append((display_path(path), reason))
+    if _path_problem(path) is not None or not path.is_file() or os.path.islink(path):
+        return
+    try:
+        with conn.begin_nested():
+            sha = sha or sha256_file(path)
+            if conn.execute(sa.select(t.reid_image_files.c.image_id).where(t.reid_image_files.c.sha256 == sha)).first():
+                return
+            if conn.execute(sa.select(t.images.c.id).where(t.images.c.path == str(path))).first():
+                return
+            _insert_image(conn, path=path, camera=None, camera_info=None, timestamp=None, batch=report.batch,
+                          loc_cache={}, status="failed", error=reason, sha=sha, size=None, exif=None)
+    except sa.exc.DBAPIError as exc:
+        if _is_connection_problem(exc):
+            raise
+    except OSError:
+        pass
+
+
+def _safe_listing(root: Path, report: ImportReport) -> list[Seen]:
+    """Photos under ``root`` by the same rule as the upload sensor (:mod:`safe_paths`); refused names
+    (symlinks leaving the folder, symlinked folders, special files) go to the report as failed."""
+    found: list[Seen] = []
+    rejected: dict[str, str] = {}
+    walk_photos(str(root), found, rejected, IMAGE_SUFFIXES)
+    for name, reason in sorted(rejected.items()):
+        report.images_failed += 1
+        report.failures.append((display_path(root / name), reason))
+    return sorted(found, key=lambda seen: seen.rel)
+
+
 def import_sidecar_folder(engine: sa.Engine, root: Path, *, batch: str | None = None,
                           ground_truth: Path | None = None, files: list[str] | None = None,
                           progress: Progress | None = None, chunk: int = 100) -> ImportReport:
     """Import the photos, detections, labels (and optional ground truth) described by
     ``root/detections.json``, and any other photo under ``root`` as pending detection. With
     ``files`` (paths relative to ``root``, e.g. an upload batch), only those photos. Photos already
-    imported (same bytes) are skipped with their detections."""
+    imported (same bytes) are skipped with their detections. A bad photo, a bad sidecar entry or a
+    name the database cannot hold costs only that photo (recorded as failed with the reason); only a
+    sidecar that is not a readable ``deer-reid-detections/1`` document at all stops the import."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise SidecarError(f"{root}: image folder not found")
     sidecar_path = root / "detections.json"
-    sidecar = load_sidecar(sidecar_path) if sidecar_path.exists() else {"images": []}
+    sidecar = load_sidecar(sidecar_path, strict=False) if sidecar_path.exists() else Sidecar(images=[])
     truth = load_ground_truth_file(ground_truth) if ground_truth else {}
-    cameras = {c["name"]: c for c in sidecar.get("cameras", []) if isinstance(c, dict) and "name" in c}
     report = ImportReport(batch=batch or f"import-{root.name}")
-    by_path = {str((root / e["file"]).resolve()): e for e in sidecar["images"]}
-    if files is None:
-        candidates = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        entries = list(sidecar["images"])
-    else:
-        for name in files:
-            _check_relative(name, f"files entry {name!r}")
-        candidates = [root / name for name in files]
-        entries = []
-    # Photos the sidecar does not list come in without detections ('pending'): the `detections`
-    # step runs a detector on them when one is configured.
-    listed = {str((root / e["file"]).resolve()) for e in entries}
-    for file in candidates:
-        key = str(file.resolve())
-        if key in listed:
+    by_path: dict[str, tuple[int, dict]] = {}
+    for i, e in enumerate(sidecar.images):
+        if i in sidecar.problems and not (isinstance(e, dict) and isinstance(e.get("file"), str)):
+            report.images_failed += 1  # no photo to tie it to: only the report knows it
+            report.failures.append((str(sidecar_path), sidecar.problems[i]))
             continue
-        if key in by_path:
-            entries.append(by_path[key])
+        if i not in sidecar.problems or not (Path(e["file"]).is_absolute() or ".." in Path(e["file"]).parts):
+            by_path.setdefault(os.path.normpath(root / e["file"]), (i, e))
         else:
+            report.images_failed += 1
+            report.failures.append((str(sidecar_path), sidecar.problems[i]))
+    if files is None:
+        candidates = [root / seen.rel for seen in _safe_listing(root, report)]
+        chosen = dict(by_path)
+    else:
+        candidates, chosen = [], {}
+        for name in files:
+            try:
+                _check_relative(name, f"files entry {name!r}")
+            except SidecarError as exc:
+                report.images_failed += 1
+                report.failures.append((display_path(name), str(exc)))
+                continue
+            candidates.append(root / name)
+    for file in candidates:  # photos the sidecar does not list come in 'pending' (for a detector)
+        key = os.path.normpath(file)
+        if key not in chosen:
             relative = file.relative_to(root)
             camera = relative.parts[0] if len(relative.parts) > 1 else None
-            entries.append({"file": str(relative), "camera": camera, "pending": True})
-        listed.add(key)
+            chosen[key] = by_path.get(key) or (None, {"file": str(relative), "camera": camera, "pending": True})
+    entries = list(chosen.values())
     loc_cache: dict[str, str] = {}
     for start in range(0, len(entries), chunk):
         with engine.begin() as conn:  # one transaction per chunk: a failure loses nothing already committed
-            for entry in entries[start : start + chunk]:
-                _import_entry(conn, root, entry, cameras, truth, report, loc_cache)
+            for index, entry in entries[start : start + chunk]:
+                path = root / entry["file"]
+                if index in sidecar.problems:
+                    _record_failed(conn, path, REFUSED + sidecar.problems[index], report)
+                    continue
+                _guarded(conn, report, path, loc_cache,
+                         lambda: _import_entry(conn, root, entry, sidecar.cameras, truth, report, loc_cache))
         if progress:
             progress(min(start + chunk, len(entries)), len(entries))
     return report
@@ -277,6 +354,8 @@ def _admit(conn, path: Path, report: ImportReport, loc_cache, *, camera: str | N
            camera_info: dict | None = None, timestamp: datetime | None = None):
     """Hash, de-duplicate and decode one photo -> (image, sha256); None when it is skipped (already
     imported) or unusable (recorded in the report, and as a 'failed' image row when unreadable)."""
+    if problem := _path_problem(path):
+        raise EntryError(problem)
     sha = sha256_file(path)
     if _already_imported(conn, sha):
         report.images_already_imported += 1
@@ -297,9 +376,13 @@ def _admit(conn, path: Path, report: ImportReport, loc_cache, *, camera: str | N
 
 def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, report: ImportReport, loc_cache) -> None:
     path = root / entry["file"]
+    if problem := link_problem(path, root):
+        report.images_failed += 1
+        report.failures.append((display_path(path), problem))
+        return
     if not path.is_file():
         report.images_failed += 1
-        report.failures.append((str(path), "file not found"))
+        report.failures.append((display_path(path), "file not found"))
         return
     camera = entry.get("camera")
     timestamp = _parse_time(entry["timestamp"], str(path)) if "timestamp" in entry else None
@@ -320,12 +403,12 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
                                       classification=classification)
         if label:
             values.update(deer_id=deer_id_for_name(conn, str(label), classification, report), is_reviewed=True,
-                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(UTC))
+                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(timezone.utc))
             report.labelled += 1
         detection_id = conn.execute(sa.insert(t.detections).values(**values).returning(t.detections.c.id)).scalar_one()
         report.detections += 1
         key = det.get("key")
-        if key and key in truth:
+        if isinstance(key, str) and key in truth:
             _insert_truth(conn, detection_id, truth[key], source="ground_truth_file")
             report.ground_truth += 1
 
@@ -340,52 +423,5 @@ def _insert_truth(conn, detection_id: str, truth: dict[str, Any], source: str) -
     )
 
 
-def iter_crop_folders(directory: Path) -> Iterable[tuple[str, Path]]:
-    """(deer name, file) for every image in ``<directory>/<deer name>/...``."""
-    for sub in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
-        for file in sorted(sub.rglob("*")):
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                yield sub.name, file
-
-
-def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unknown", batch: str | None = None,
-                        progress: Progress | None = None, chunk: int = 100) -> ImportReport:
-    """Import already-cropped, labelled images laid out one sub-folder per individual. Each file
-    becomes a photo with one reviewed detection covering it, labelled with its folder's name, plus a
-    ground-truth row so the evaluation can score it."""
-    directory = Path(directory).resolve()
-    if not directory.is_dir():
-        raise SidecarError(f"{directory}: not a folder")
-    if sex not in CLASSIFICATIONS:
-        raise SidecarError(f"sex must be one of {sorted(CLASSIFICATIONS)}, got {sex!r}")
-    files = list(iter_crop_folders(directory))
-    if not files:
-        raise SidecarError(f"{directory}: no images found in <folder>/<deer name>/<image> layout")
-    report = ImportReport(batch=batch or f"crops-{directory.name}")
-    loc_cache: dict[str, str] = {}
-    for start in range(0, len(files), chunk):
-        with engine.begin() as conn:
-            for name, file in files[start : start + chunk]:
-                admitted = _admit(conn, file, report, loc_cache)
-                if admitted is None:
-                    continue
-                img, sha = admitted
-                image_id = _insert_image(conn, path=file, camera=None, camera_info=None, timestamp=None,
-                                         batch=report.batch, loc_cache=loc_cache, status="completed", error=None,
-                                         sha=sha, size=img.size, exif=exif_summary(img))
-                report.images_new += 1
-                deer_id = deer_id_for_name(conn, name, sex, report)
-                detection_id = conn.execute(
-                    sa.insert(t.detections)
-                    .values(image_id=image_id, deer_id=deer_id, bbox={"x": 0, "y": 0, "width": img.width, "height": img.height},
-                            confidence=1.0, classification=sex, is_reviewed=True, is_valid=True,
-                            reviewed_by="import-crops", reviewed_at=datetime.now(UTC))
-                    .returning(t.detections.c.id)
-                ).scalar_one()
-                _insert_truth(conn, detection_id, {"deer": name, "sex": sex}, source="crop_folders")
-                report.detections += 1
-                report.labelled += 1
-                report.ground_truth += 1
-        if progress:
-            progress(min(start + chunk, len(files)), len(files))
-    return report
+# Crop-folder imports live beside this module and share its helpers; importable from here as before.
+from deer_reid_assets.core.ingest.crop_folders import import_crop_folders, iter_crop_folders  # noqa: E402,F401

@@ -85,7 +85,6 @@ import hashlib
 import json
 import os
 import re
-import stat as stat_mod
 import time
 import unicodedata
 import zlib
@@ -93,9 +92,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deer_reid_assets.core.ingest.safe_paths import TEMP_SUFFIXES, UNKNOWN_CAMERA, Seen, walk_photos  # noqa: F401
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}  # compared lower-cased
-TEMP_SUFFIXES = {".part", ".tmp", ".partial", ".crdownload", ".download", ".filepart", ".swp"}
-UNKNOWN_CAMERA = "unknown"
 CURSOR_VERSION = 1
 MAX_CAMERA_KEY = 64
 
@@ -241,71 +240,6 @@ def _dump_cursor(state: _State) -> str:
 # ------------------------------------------------------------------------------------------------ scan
 
 
-@dataclass
-class _Seen:
-    rel: str
-    camera: str
-    size: int
-    mtime_ns: int
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _walk(root: str, found: list[_Seen], rejected: dict[str, str]) -> None:
-    """Collect candidate photos under ``root`` (already resolved) without following directory links."""
-    stack: list[tuple[str, str, str | None]] = [(root, "", None)]  # (abs dir, rel prefix, camera)
-    while stack:
-        directory, prefix, camera = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = list(it)
-        except OSError as e:
-            if prefix:  # the root itself is checked by the caller
-                rejected[prefix.rstrip("/")] = f"folder cannot be listed: {e.strerror or e}"
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue  # hidden file or folder
-            rel = prefix + name
-            try:
-                is_link = entry.is_symlink()
-                if is_link:
-                    target = os.path.realpath(entry.path)
-                    if not _inside(target, root):
-                        rejected[rel] = f"symlink points outside the upload folder (-> {target})"
-                        continue
-                    if os.path.isdir(target):
-                        rejected[rel] = "symlinked folder inside the upload folder is not followed"
-                        continue
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel + "/", camera if camera is not None else name))
-                    continue
-            except OSError as e:
-                rejected[rel] = f"cannot inspect: {e.strerror or e}"
-                continue
-
-            lower = name.lower()
-            suffix = os.path.splitext(lower)[1]
-            if suffix in TEMP_SUFFIXES or suffix not in IMAGE_SUFFIXES:
-                continue
-            try:
-                st = entry.stat()  # follows an inside file link, checked above
-            except FileNotFoundError:
-                if is_link:
-                    rejected[rel] = "broken symlink"
-                continue  # vanished since listed
-            except OSError as e:
-                rejected[rel] = f"cannot stat: {e.strerror or e}"
-                continue
-            if not stat_mod.S_ISREG(st.st_mode):
-                rejected[rel] = "not a regular file"
-                continue
-            found.append(_Seen(rel, camera if camera is not None else UNKNOWN_CAMERA, st.st_size, st.st_mtime_ns))
-
-
 def scan_uploads(
     root: Path,
     cursor: str | None,
@@ -332,15 +266,15 @@ def scan_uploads(
     if not os.path.isdir(real_root):
         raise NotADirectoryError(f"upload folder {str(root)!r} is not a folder")
 
-    found: list[_Seen] = []
+    found: list[Seen] = []
     rejected_now: dict[str, str] = {}
-    _walk(real_root, found, rejected_now)
+    walk_photos(real_root, found, rejected_now, IMAGE_SUFFIXES, "upload folder")
 
     settle_ns = int(settle_seconds * 1e9)
     now_ns = int(now * 1e9)
     prev_scan_old_enough = state.scanned_at is not None and now - state.scanned_at >= settle_seconds
 
-    stable: list[_Seen] = []
+    stable: list[Seen] = []
     new_pending: dict[str, tuple[int, int]] = {}
     waiting = 0
     for f in found:
@@ -360,7 +294,7 @@ def scan_uploads(
     stable.sort(key=lambda f: (f.mtime_ns, f.rel))
     chosen, rest = stable[:max_files], stable[max_files:]
 
-    groups: dict[tuple[str, str], list[_Seen]] = {}
+    groups: dict[tuple[str, str], list[Seen]] = {}
     for f in chosen:
         day = datetime.fromtimestamp(f.mtime_ns / 1e9, tz=UTC).date().isoformat()
         groups.setdefault((f.camera, day), []).append(f)
