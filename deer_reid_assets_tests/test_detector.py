@@ -45,8 +45,46 @@ def test_detector_runs_on_pending_photos_and_writes_detections(engine, pending_f
     assert detector.detect_pending(engine, "yolov8n.yaml").pending_before == 0
 
 
-def test_detector_errors_name_the_problem(engine, pending_folder, tmp_path):
+def test_detector_errors_name_the_problem(engine, pending_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv(detector.DETECTOR_DIRS_ENV, str(tmp_path))
     with pytest.raises(detector.DetectorError, match=r"detector weights .*missing\.pt not found"):
         detector.detect_pending(engine, tmp_path / "missing.pt")
     with pytest.raises(detector.DetectorError, match="none of the classes \\['moose'\\]"):
         detector.detect_pending(engine, "yolov8n.yaml", classes=["moose"])
+
+
+class _Payload:
+    """What a crafted checkpoint does when unpickled: leave a file behind."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_outside_the_allowed_folders_are_refused_before_they_are_opened(engine, pending_folder, tmp_path,
+                                                                                   monkeypatch, reid_home):
+    """Issue 12: `detections.detector_weights` (editable in the launchpad) went to ultralytics, which
+    unpickles with weights_only=False: a crafted .pt ran code before any error appeared."""
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "elsewhere" / "yolo.pt"
+    crafted.parent.mkdir()
+    crafted.write_bytes(pickle.dumps(_Payload(str(marker))))
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link.pt").symlink_to(crafted)  # a symlink out of the allowed folder is refused too
+    monkeypatch.setenv(detector.DETECTOR_DIRS_ENV, str(allowed))
+    for weights in (crafted, allowed / "link.pt", allowed / ".." / "elsewhere" / "yolo.pt"):
+        with pytest.raises(detector.DetectorError, match="refused: checkpoints are opened only from an allowed folder"):
+            detector.detect_pending(engine, weights)
+    assert not marker.exists()
+    with engine.connect() as conn:  # nothing was processed
+        assert conn.execute(sa.text("SELECT count(*) FROM images WHERE processing_status = 'pending'")).scalar() == 2
+    inside = reid_home / "models" / "detectors" / "yolo.pt"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"placeholder")
+    assert detector.check_detector_weights(inside) == inside.resolve()  # the default folder is allowed
+    assert detector.check_detector_weights("yolov8n.yaml").name == "yolov8n.yaml"  # a definition holds no pickle

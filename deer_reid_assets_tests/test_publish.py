@@ -66,6 +66,22 @@ def test_failed_audit_is_not_published_and_the_active_version_stays(world):
     assert "kept: newest failed its audit" in later.get_asset_materialization_events()[0] \
         .event_specific_data.materialization.metadata["publish"].value
     assert _published(engine) == before
+    # issue 12: the failed version is marked failed (kept for inspection) and the next run of the same
+    # model starts a new version instead of writing into the rejected one forever
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.text("SELECT version, status FROM reid_embedding_versions")).all())
+    assert statuses[new] == "failed"
+    again = dg.materialize([embeddings.multiscale_embeddings, embeddings.multiscale_audit, embeddings.published_embeddings],
+                           resources=_resources(engine, tmp_path, seed=1),
+                           run_config={"ops": {"multiscale_embeddings_audit": {"config": {"tolerance": 1.0}}}})
+    (check,) = again.get_asset_check_evaluations()
+    newer = check.metadata["version"].value
+    assert check.passed and newer not in (new, before["multiscale"]) and _published(engine)["multiscale"] == newer
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM reid_embedding_versions WHERE version = :v"), {"v": new}).scalar() \
+            == "failed"
+    with pytest.raises(emb_core.EmbeddingError, match="failed its audit"):
+        emb_core.publish(engine, new)
 
 
 def test_rollback_restores_previous_assignments_exactly(world):

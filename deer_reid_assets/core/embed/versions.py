@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,13 +85,49 @@ def _reusable_version(conn: sa.Connection, family: str, base_key: dict) -> sa.Ro
     return None
 
 
-def embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, sample_size: int = 1500,
-                seed: int = 0, chunk: int = 128, refit: bool = False,
-                progress: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> EmbedReport:
-    """Embed every usable crop that the current version of ``embedder``'s model lacks.
+class EmbeddingBusy(EmbeddingError):
+    """Another process is embedding the same model family right now."""
 
-    The projection is fitted once per model (on a seeded sample of crops) and reused by later runs,
+
+_EMBED_LOCK = 0x5EED_0E4B  # advisory lock class: one writer per model family at a time
+
+
+@contextmanager
+def family_lock(engine: sa.Engine, family: str, *, wait: bool = True) -> Iterator[None]:
+    """Hold the embedding lock of ``family`` (a session-level advisory lock: a killed holder's
+    connection closes and frees it). ``wait=False``: EmbeddingBusy at once when someone holds it."""
+    with engine.connect() as conn:
+        args = {"c": _EMBED_LOCK, "f": family}
+        if wait:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:c, hashtext(:f))"), args)
+        elif not conn.execute(sa.text("SELECT pg_try_advisory_lock(:c, hashtext(:f))"), args).scalar():
+            raise EmbeddingBusy(f"another run is embedding {family} right now: rerun when it has finished "
+                                "(it resumes where that one stops)")
+        conn.commit()
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:c, hashtext(:f))"), args)
+                conn.commit()
+            except sa.exc.DBAPIError:  # the connection is gone: so is its lock
+                pass
+
+
+def embed_crops(engine: sa.Engine, embedder: Embedder, *, wait: bool = True, **kwargs) -> EmbedReport:
+    """Embed every usable crop that the current version of ``embedder``'s model lacks (see
+    :func:`_embed_crops`), holding the family's lock: two runs of one family at once take turns (the
+    second finds the work done or resumes it) or, with ``wait=False``, the second stops with
+    EmbeddingBusy instead of racing the first into duplicate rows."""
+    with family_lock(engine, embedder.family, wait=wait):
+        return _embed_crops(engine, embedder, **kwargs)
+
+
+def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, sample_size: int = 1500,
+                 seed: int = 0, chunk: int = 128, refit: bool = False,
+                 progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> EmbedReport:
+    """The projection is fitted once per model (on a seeded sample of crops) and reused by later runs,
     so new uploads land in the same version; ``refit=True`` starts a new version."""
     from deer_reid_assets.core.ingest.imaging import load_image
 
@@ -122,8 +159,8 @@ def embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, sampl
         raw_seconds += time.perf_counter() - t0
         projection = embedder.fit_projection(raw)
         fitted = True
-        key = embedder.version_key()
-        version = version_name(family, key)
+        with engine.connect() as conn:
+            key, version = _fresh_key(conn, family, embedder.version_key())
         path = artifacts / "projections" / f"{version}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         projection.save(path)
@@ -167,6 +204,18 @@ def embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, sampl
                        new_vectors=new + written_at_fit, total_vectors=total, resumed=existing is not None and bool(done),
                        projection_fitted=fitted, seconds=time.perf_counter() - started,
                        raw_forward_seconds=raw_seconds)
+
+
+def _fresh_key(conn: sa.Connection, family: str, key: dict) -> tuple[dict, str]:
+    """(key, version name) for a new version: a failed version is never written to again, so the same
+    model after a failed audit gets the next ``attempt`` and thus a new name."""
+    v = t.reid_embedding_versions
+    attempt, version = 1, version_name(family, key)
+    while conn.execute(sa.select(v.c.status).where(v.c.version == version)).scalar() == "failed":
+        attempt += 1
+        key = dict(key, attempt=attempt)
+        version = version_name(family, key)
+    return key, version
 
 
 def _insert_version(version: str, family: str, embedder: Embedder, config: dict):
@@ -215,6 +264,8 @@ def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool
                 raise EmbeddingError(f"no embedding version {version!r}")
             if row.model_family in replaced:
                 raise EmbeddingError(f"two versions of {row.model_family} in one publish")
+            if row.status == "failed":
+                raise EmbeddingError(f"version {version} failed its audit: it cannot be published (kept for inspection)")
             if row.status not in ("complete", "published"):
                 raise EmbeddingError(f"version {version} is {row.status}, only a complete version can be published")
             if require_audit and row.audit_passed is not True:
@@ -246,7 +297,7 @@ def publish_passed(engine: sa.Engine) -> list[dict[str, str]]:
     rows, to_publish = [], []
     with engine.connect() as conn:
         for family in FAMILIES:
-            latest = latest_version(conn, family)
+            latest = newest_version(conn, family)  # a failed one included: it is reported, not skipped
             current = published_version(conn, family)
             row = {"family": family, "published": current or "none", "newest": latest.version if latest else "none"}
             if latest is None:
@@ -291,10 +342,24 @@ def latest_version(conn: sa.Connection, family: str) -> sa.Row | None:
 
 
 def record_audit(engine: sa.Engine, version: str, passed: bool, audit: dict) -> None:
+    """Store the audit of ``version``. A complete version that fails it becomes ``failed``: kept for
+    inspection (``embeddings list``), never published, never written to again; the next run of the
+    same model starts a new version. (A staging version stays staging: it can still be resumed; the
+    published one stays published.)"""
     v = t.reid_embedding_versions
     with engine.begin() as conn:
-        conn.execute(sa.update(v).where(v.c.version == version)
-                     .values(audit_passed=passed, audit=audit, audited_at=sa.func.now()))
+        values = dict(audit_passed=passed, audit=audit, audited_at=sa.func.now())
+        if not passed:
+            values["status"] = sa.case((v.c.status == "complete", "failed"), else_=v.c.status)
+        conn.execute(sa.update(v).where(v.c.version == version).values(**values))
+
+
+def newest_version(conn: sa.Connection, family: str) -> sa.Row | None:
+    """The newest finished version of ``family``, a failed one included (what its last run produced)."""
+    v = t.reid_embedding_versions
+    return conn.execute(sa.select(v).where(v.c.model_family == family,
+                                           v.c.status.in_(("complete", "published", "failed")))
+                        .order_by(v.c.completed_at.desc().nulls_last(), v.c.created_at.desc()).limit(1)).first()
 
 
 def published_version(conn: sa.Connection, family: str) -> str | None:

@@ -38,11 +38,44 @@ def pending_images(conn: sa.Connection) -> list[tuple[str, str]]:
         sa.select(i.c.id, i.c.path).where(i.c.processing_status == "pending").order_by(i.c.id))]
 
 
-def load_detector(weights: str | Path):
-    """An ultralytics YOLO model from a local checkpoint (or a model .yaml, for tests)."""
+DETECTOR_DIRS_ENV = "DEER_REID_DETECTOR_DIRS"
+MODEL_DEFINITIONS = {".yaml", ".yml"}  # architecture only (parsed with yaml.safe_load), no pickle
+
+
+def allowed_detector_dirs() -> list[Path]:
+    """Folders whose checkpoints may be opened: ``$DEER_REID_HOME/models/detectors`` and the folders in
+    ``$DEER_REID_DETECTOR_DIRS`` (separated by ``os.pathsep``). Set by whoever runs the deployment,
+    not by run configuration."""
+    from deer_reid_assets.core.store.db import reid_home
+
+    extra = [Path(p) for p in os.environ.get(DETECTOR_DIRS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.realpath(d)) for d in [reid_home() / "models" / "detectors", *extra]]
+
+
+def check_detector_weights(weights: str | Path) -> Path:
+    """``weights`` if it may be opened, else DetectorError, decided BEFORE anything reads the file.
+    ultralytics loads ``.pt`` checkpoints with ``torch.load(weights_only=False)``: a pickle that runs
+    code when opened. A run-configuration value (editable in the launchpad) therefore only chooses
+    among checkpoints an operator put into an allowed folder (resolved: a symlink out of it is refused);
+    a model definition (``.yaml``: architecture, random init) holds no pickle and is always allowed."""
     path = Path(weights)
-    if path.suffix == ".pt" and not path.is_file():
+    if path.suffix.lower() in MODEL_DEFINITIONS:
+        return path
+    real = Path(os.path.realpath(path))
+    dirs = allowed_detector_dirs()
+    if not any(real == d or d in real.parents for d in dirs):
+        raise DetectorError(
+            f"detector weights {path} refused: checkpoints are opened only from an allowed folder "
+            f"({', '.join(str(d) for d in dirs)}; more in ${DETECTOR_DIRS_ENV}); copy it there (a .pt is a pickle "
+            "that can run code when opened)")
+    if not real.is_file():
         raise DetectorError(f"detector weights {path} not found (configure a local YOLO .pt checkpoint)")
+    return real
+
+
+def load_detector(weights: str | Path):
+    """An ultralytics YOLO model from a checkpoint in an allowed folder (or a model .yaml, for tests)."""
+    path = check_detector_weights(weights)
     os.environ.setdefault("YOLO_OFFLINE", "1")  # never fetch assets or check for updates at run time
     pil_open = Image.open
     from ultralytics import YOLO
@@ -64,6 +97,8 @@ def detect_pending(engine: sa.Engine, weights: str | Path | None, *, classes: li
     with engine.connect() as conn:
         todo = pending_images(conn)
     report = DetectReport(weights=str(weights) if weights else None, pending_before=len(todo))
+    if weights:
+        check_detector_weights(weights)  # refused before anything else, even with nothing to do
     if not weights or not todo:
         return report
     model = load_detector(weights)
