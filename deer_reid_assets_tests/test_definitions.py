@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -61,3 +62,29 @@ def test_loading_the_code_location_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'ultralytics', 'efficientnet_pytorch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_plain_dagster_commands_work_whether_or_not_the_server_runs(empty_db_url, tmp_path, monkeypatch):
+    """Issue 12: `db start`/`demo`/`serve` wrote DAGSTER_HOME and DAGSTER_PG_URL into .env; once the
+    embedded server stopped, `dagster definitions validate -w workspace.yaml` failed after retries.
+    Now .env carries no Dagster instance, and the repository's dagster.yaml needs no server."""
+    import os
+    import shutil
+
+    from deer_reid_assets.defs.instance import REPO_ROOT, forget_stale_instance, prepare_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # restored after the test
+    monkeypatch.setenv("DAGSTER_PG_URL", "unused")
+    prepare_dagster_home(empty_db_url, env_file=tmp_path / ".env")
+    assert "DAGSTER" not in (tmp_path / ".env").read_text()
+    stale = tmp_path / "stale.env"  # what earlier versions left behind, pointing at a stopped server
+    stale.write_text(f"DAGSTER_HOME={tmp_path / 'home'}\nDAGSTER_PG_URL=postgresql+psycopg2://x@/dagster?host=/gone\n"
+                     "DEER_REID_HOME=/somewhere\n")
+    assert forget_stale_instance(stale) and stale.read_text() == "DEER_REID_HOME=/somewhere\n"
+    for name in ("dagster.yaml", "workspace.yaml"):
+        shutil.copyfile(REPO_ROOT / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "All code locations passed validation" in done.stderr + done.stdout, done.stderr[-2000:]

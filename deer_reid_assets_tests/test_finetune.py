@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.embed import versions as emb_core
+from deer_reid_assets.core.evaluation import protocol as evaluation
 from deer_reid_assets.defs import embeddings
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
@@ -46,11 +47,20 @@ def test_trained_model_is_published_only_if_it_beats_the_published_configuration
         audit = conn.execute(sa.text("SELECT audit FROM reid_embedding_versions WHERE version = :v"), {"v": version}).scalar()
         published = dict(conn.execute(sa.text("SELECT model_family, version FROM reid_published_embeddings")).all())
     assert check.passed and "A/B on the test queries" in check.metadata["audit"].value
-    ab = {row["metric (test queries)"]: row for row in audit["ab"]}
-    names = [k for k in ab["mAP"] if k != "metric (test queries)"]
-    finetuned, current = ("fine-tuned", next(n for n in names if n != "fine-tuned"))
-    better = ab["mAP"][finetuned] > ab["mAP"][current] and ab["rank1"][finetuned] >= ab["rank1"][current]
+    # the verdict is checked against numbers computed here, from the stored embeddings, not against the
+    # audit's own table (issue 12: deriving `better` from the audit it checks could never fail)
+    configs = audit["ab_configurations"]
+    assert configs["fine-tuned"]["models"] == {version: 1.0}
+    (current,) = [name for name in configs if name != "fine-tuned"]
+    assert version not in configs[current]["models"]
+    fresh = {name: r.summary() for name, r in evaluation.evaluate_configurations(
+        engine, {name: c["models"] for name, c in configs.items()},
+        thresholds={name: c["threshold"] for name, c in configs.items()}, query_set="test").items()}
+    new, old = fresh["fine-tuned"], fresh[current]
+    better = new["mAP"] > old["mAP"] and new["rank1"] >= old["rank1"]
     assert audit["beats_published"] is better and audit["promotable"] is better
+    ab = {row["metric (test queries)"]: row for row in audit["ab"]}
+    assert ab["mAP"]["fine-tuned"] == pytest.approx(new["mAP"]) and ab["mAP"][current] == pytest.approx(old["mAP"])
     assert (published.get("finetuned") == version) is better
     report = _meta(result, "embedding_report")["comparison"]
     assert "fine-tuned ResNet50 (triplet)" in report

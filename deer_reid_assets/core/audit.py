@@ -45,6 +45,7 @@ class AuditResult:
     ab_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # fine-tuned vs the published configuration
     beats_published: bool | None = None  # the A/B verdict (fine-tuned only); None = no A/B was needed
     ab_detail: str = ""
+    ab_configurations: dict = field(default_factory=dict)  # {name: {"models": {version: w}, "threshold": t}}
 
     @property
     def promotable(self) -> bool:
@@ -74,7 +75,7 @@ class AuditResult:
         return {"version": self.version, "family": self.family, "against": self.against, "passed": self.passed,
                 "promotable": self.promotable, "beats_published": self.beats_published, "ab_detail": self.ab_detail,
                 "checks": self.checks, "comparison": self.comparison.to_dict(orient="records"),
-                "ab": self.ab_table.to_dict(orient="records"),
+                "ab": self.ab_table.to_dict(orient="records"), "ab_configurations": self.ab_configurations,
                 "changed": self.changed, "compared": self.compared, "sample": self.sample}
 
 
@@ -155,6 +156,8 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
             result.ab_detail = "nothing to compare with yet: re-run finetuned_embeddings once a baseline exists"
             return
         models, current_threshold, method = {baseline.version: 1.0}, threshold, "baseline (newest, unpublished)"
+    result.ab_configurations = {"fine-tuned": {"models": {version: 1.0}, "threshold": threshold},
+                                f"published {method}": {"models": dict(models), "threshold": current_threshold}}
     reports = evaluate_configurations(engine, {"fine-tuned": {version: 1.0}, f"published {method}": models},
                                       thresholds={f"published {method}": current_threshold}, threshold=threshold,
                                       query_set="test", max_false_match_rate=max_false_match_rate, seed=seed)

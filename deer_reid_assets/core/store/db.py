@@ -9,7 +9,7 @@ Two ways in, one code path:
   webserver, the daemon and the CLI share it; ``deer-reid db stop`` stops it.
 
 The application data lives in the database ``deer_reid``; Dagster's own instance storage in the
-database ``dagster`` of the same server (see ``dagster.yaml``).
+database ``dagster`` of the same server (see ``deploy/dagster.yaml``).
 """
 
 from __future__ import annotations
