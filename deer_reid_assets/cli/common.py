@@ -16,7 +16,12 @@ LOG_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 class CliError(click.ClickException):
-    """Printed as exactly its message (no 'Error:' prefix), exit status 1."""
+    """Printed as exactly its message (no 'Error:' prefix), exit status 1 (or ``exit_code``; see
+    :mod:`deer_reid_assets.core.errors`)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         click.echo(self.message, err=True, file=file)
@@ -34,8 +39,15 @@ def fail_cleanly(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (db.DatabaseError, MigrationError, SidecarError, ImageError, EmbeddingError, ValueError) as exc:
+        except (db.DatabaseError, MigrationError, SidecarError, ImageError, ValueError) as exc:
             raise CliError(f"deer-reid: {exc}") from exc
+        except Exception as exc:  # the database dropping, a concurrent writer, a refused value: one line
+            from deer_reid_assets.core.errors import describe
+
+            known = describe(exc) or ((str(exc), 1) if isinstance(exc, EmbeddingError) else None)
+            if known is None:
+                raise
+            raise CliError(f"deer-reid: {known[0]}", known[1]) from exc
 
     return wrapper
 

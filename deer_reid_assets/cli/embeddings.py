@@ -64,8 +64,8 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
                 bar.length = total
                 bar.update(done - bar.pos)
 
-            report = versions.embed_crops(eng, embedder, artifacts=resources["image_store"].artifacts, refit=refit,
-                                          chunk=chunk, sample_size=projection_sample, progress=progress)
+            report = versions.embed_crops(eng, embedder, wait=False, artifacts=resources["image_store"].artifacts,
+                                          refit=refit, chunk=chunk, sample_size=projection_sample, progress=progress)
         state = "resumed, " if report.resumed else ""
         click.echo(f"  {report.version}: {report.new_vectors} new vectors ({state}{report.total_vectors} in all, "
                    f"{report.per_detection_ms:.1f} ms per new detection)")

@@ -238,8 +238,8 @@ def _guarded(conn: sa.Connection, report: ImportReport, path: Path, loc_cache: d
             return
         except (EntryError, SidecarError, BoxError, ImageError) as exc:
             reason = str(exc)
-        except UnicodeError as exc:
-            reason = f"{REFUSED}text the database cannot store ({exc})"
+        except ValueError as exc:  # e.g. the driver refusing text it cannot send (NUL, lone surrogates)
+            reason = f"{REFUSED}a value the database cannot store ({exc})"
         except sa.exc.DBAPIError as exc:
             if _is_connection_problem(exc):
                 raise

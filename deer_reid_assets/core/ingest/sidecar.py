@@ -98,6 +98,8 @@ def check_entry(entry: Any, where: str) -> None:
     check_relative(entry["file"], where)
     if "timestamp" in entry:
         parse_time(entry["timestamp"], where)
+    if _has_nul(entry):
+        raise SidecarError(f"{where}: contains a NUL character, which the database cannot store")
     camera = entry.get("camera")
     if camera is not None and not isinstance(camera, str):
         raise SidecarError(f"{where}: 'camera' must be a string, got {camera!r}")
@@ -120,6 +122,16 @@ def check_entry(entry: Any, where: str) -> None:
             raise SidecarError(f"{dwhere}: label must be a deer name (a string), got {label!r}")
         if label and (reason := too_long(str(label), t.deer.c.name, "deer name")):
             raise SidecarError(f"{dwhere}: {reason}")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def load_ground_truth_file(path: Path) -> dict[str, dict[str, Any]]:
