@@ -36,8 +36,12 @@ def db_start() -> None:
 @fail_cleanly
 def db_stop() -> None:
     """Stop the embedded PostgreSQL."""
+    from deer_reid_assets.defs.instance import forget_stale_instance
+
     server = db.embedded()
     click.echo("stopped" if server.stop() else f"not running ({server.pgdata})")
+    if forget_stale_instance():
+        click.echo("removed the Dagster instance lines earlier versions wrote into .env")
 
 
 @db_group.command("status")
