@@ -76,7 +76,7 @@ def _snapshot(engine) -> dict[str, set]:
 def test_fuzzed_sidecars_and_photos_bad_recorded_good_imported_nothing_else(engine, tmp_path_factory, photos):
     root = tmp_path_factory.mktemp("fuzz")
     entries, expected_good = [], {}
-    for i, p in enumerate(photos):
+    for p in photos:
         seed = next(_SEEDS)
         name = f"cam01/p{seed}.png"
         (root / "cam01").mkdir(exist_ok=True)
@@ -102,7 +102,7 @@ def test_fuzzed_sidecars_and_photos_bad_recorded_good_imported_nothing_else(engi
             assert not imported  # a bad photo is never imported ...
         elif expected_good[path] is None:
             assert new_images[path] == "pending"  # ... an unlisted good one always is
-    for path, reason in report.failures:
+    for _, reason in report.failures:
         assert reason and "\n" not in reason
     # nothing else changed: no earlier row touched, no detection or deer beyond what was imported
     assert before["images"] <= after["images"]

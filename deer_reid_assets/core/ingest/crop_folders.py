@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 import sqlalchemy as sa
 
 from deer_reid_assets.core.ingest import importer as imp
 from deer_reid_assets.core.ingest.imaging import exif_summary
-from deer_reid_assets.core.ingest.importer import (CLASSIFICATIONS, REFUSED, EntryError, ImportReport, Progress,
-                                                   SidecarError, display_path)
+from deer_reid_assets.core.ingest.importer import (
+    CLASSIFICATIONS,
+    REFUSED,
+    EntryError,
+    ImportReport,
+    Progress,
+    SidecarError,
+    display_path,
+)
 from deer_reid_assets.core.store import schema as t
 
 
@@ -60,7 +67,7 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
             sa.insert(t.detections)
             .values(image_id=image_id, deer_id=deer_id, bbox={"x": 0, "y": 0, "width": img.width, "height": img.height},
                     confidence=1.0, classification=sex, is_reviewed=True, is_valid=True,
-                    reviewed_by="import-crops", reviewed_at=datetime.now(timezone.utc))
+                    reviewed_by="import-crops", reviewed_at=datetime.now(UTC))
             .returning(t.detections.c.id)
         ).scalar_one()
         imp._insert_truth(conn, detection_id, {"deer": name, "sex": sex}, source="crop_folders")
@@ -71,7 +78,7 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
     for start in range(0, len(files), chunk):
         with engine.begin() as conn:
             for name, file in files[start : start + chunk]:
-                imp._guarded(conn, report, file, loc_cache, lambda: one(conn, name, file))
+                imp._guarded(conn, report, file, loc_cache, lambda n=name, f=file: one(conn, n, f))
         if progress:
             progress(min(start + chunk, len(files)), len(files))
     return report

@@ -9,19 +9,35 @@ when even its name cannot be stored) and the rest of the batch goes on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 
-from deer_reid_assets.core.ingest.imaging import (IMAGE_SUFFIXES, BoxError, ImageError, exif_summary, load_image,
-                                                  sha256_file)
+from deer_reid_assets.core.ingest.imaging import (
+    IMAGE_SUFFIXES,
+    BoxError,
+    ImageError,
+    exif_summary,
+    load_image,
+    sha256_file,
+)
 from deer_reid_assets.core.ingest.safe_paths import Seen, link_problem, walk_photos
 from deer_reid_assets.core.ingest.sidecar import (  # noqa: F401 - re-exported: the importer's public names
-    CLASSIFICATIONS, GROUND_TRUTH_FORMAT, SIDECAR_FORMAT, Sidecar, SidecarError, check_relative as _check_relative,
-    load_ground_truth_file, load_sidecar, parse_time as _parse_time, too_long)
+    CLASSIFICATIONS,
+    GROUND_TRUTH_FORMAT,
+    SIDECAR_FORMAT,
+    Sidecar,
+    SidecarError,
+    load_ground_truth_file,
+    load_sidecar,
+    too_long,
+)
+from deer_reid_assets.core.ingest.sidecar import check_relative as _check_relative
+from deer_reid_assets.core.ingest.sidecar import parse_time as _parse_time
 from deer_reid_assets.core.store import schema as t
 
 REFUSED = "entry refused: "
@@ -67,7 +83,7 @@ def _exif_time(exif: dict[str, Any]) -> datetime | None:
     if not raw:
         return None
     try:
-        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -197,7 +213,7 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
                   loc_cache: dict[str, str], status: str, error: str | None, sha: str, size, exif) -> str:
     location = _location_id(conn, camera, camera_info, loc_cache) if camera else None
     if timestamp is None:
-        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     image_id = conn.execute(
         sa.insert(t.images)
         .values(filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
@@ -344,7 +360,7 @@ def import_sidecar_folder(engine: sa.Engine, root: Path, *, batch: str | None = 
                     _record_failed(conn, path, REFUSED + sidecar.problems[index], report)
                     continue
                 _guarded(conn, report, path, loc_cache,
-                         lambda: _import_entry(conn, root, entry, sidecar.cameras, truth, report, loc_cache))
+                         lambda e=entry: _import_entry(conn, root, e, sidecar.cameras, truth, report, loc_cache))
         if progress:
             progress(min(start + chunk, len(entries)), len(entries))
     return report
@@ -403,7 +419,7 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
                                       classification=classification)
         if label:
             values.update(deer_id=deer_id_for_name(conn, str(label), classification, report), is_reviewed=True,
-                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(timezone.utc))
+                          is_valid=True, reviewed_by="import", reviewed_at=datetime.now(UTC))
             report.labelled += 1
         detection_id = conn.execute(sa.insert(t.detections).values(**values).returning(t.detections.c.id)).scalar_one()
         report.detections += 1

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,4 +168,4 @@ def parse_time(value: Any, where: str) -> datetime:
         ts = datetime.fromisoformat(str(value))
     except ValueError as exc:
         raise SidecarError(f"{where}: timestamp {value!r} is not ISO 8601") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
