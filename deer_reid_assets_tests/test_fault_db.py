@@ -73,6 +73,12 @@ def world(own_server, tmp_path):
     engine.dispose()
 
 
+def _cli_env(url: str, tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment; the Dagster variables it sets are listed so CliRunner restores them."""
+    return {"DATABASE_URL": url, "DEER_REID_HOME": str(tmp_path / "home"),
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"), "DAGSTER_PG_URL": ""}
+
+
 def _restart(server: db.EmbeddedPostgres) -> None:
     server.stop()
     server.start()
@@ -94,7 +100,7 @@ def _embed_and_publish(engine, tmp_path) -> str:
 
 def test_database_restart_mid_embedding_one_line_then_the_rerun_resumes(world, own_server, tmp_path, monkeypatch):
     engine, url = world
-    env = {"DATABASE_URL": url, "DEER_REID_HOME": str(tmp_path / "home")}
+    env = _cli_env(url, tmp_path)
     real, calls = versions._write_vectors, [0]
 
     def restart_then_write(conn, *args):
@@ -186,7 +192,7 @@ def test_two_of_every_write_command_at_once(world, tmp_path):
     assert _count(engine, "SELECT count(*) FROM reid_embeddings") == total
     # ... and the CLI's `embed` does not wait: a one-line 'busy' error, exit 4
     with versions.family_lock(engine, "resnet50"):
-        busy = CliRunner().invoke(main, EMBED, env={"DATABASE_URL": url, "DEER_REID_HOME": str(tmp_path / "home")})
+        busy = CliRunner().invoke(main, EMBED, env=_cli_env(url, tmp_path))
     assert busy.exit_code == errors.EXIT_BUSY and "another run is embedding resnet50" in busy.output
     # publish / rollback twice at once
     versions.record_audit(engine, first.version, True, {"passed": True})
