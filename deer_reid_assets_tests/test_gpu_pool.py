@@ -20,13 +20,22 @@ from deer_reid_assets.defs.instance import REPO_ROOT, set_gpu_pool_limit
 from deer_reid_assets.defs.resources import GPU_POOL, ComputeResource, DatabaseResource
 
 
-def _gpu_asset(name: str) -> dg.AssetsDefinition:
+def _gpu_asset(name: str, meeting: Path | None = None) -> dg.AssetsDefinition:
+    """A GPU step. With ``meeting`` (a folder), once inside it waits (up to 6 s) until the other step is
+    inside too: steps that CAN run at once then overlap by a second however late the other process
+    starts on a busy machine, and steps that cannot simply time out waiting and run one after the other."""
+
     @dg.asset(name=name, pool=GPU_POOL)
     def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, compute: ComputeResource) -> dict:
         with compute.exclusive(database.get_engine()):
             start = time.time()
             info = context.instance.event_log_storage.get_concurrency_info(GPU_POOL)
-            time.sleep(2.0)
+            if meeting is not None and meeting.is_dir():
+                (meeting / f"{name}.inside").write_text("")
+                deadline = time.time() + 6.0
+                while time.time() < deadline and len(list(meeting.glob("*.inside"))) < 2:
+                    time.sleep(0.05)
+            time.sleep(1.0)
             return {"start": start, "end": time.time(),
                     "claimed": [(s.run_id[:8], s.step_key) for s in info.claimed_slots]}
 
@@ -39,7 +48,8 @@ def _run_in_process(dagster_home: str, storage_url: str, app_url: str, lock: boo
     os.environ["DAGSTER_PG_URL"] = storage_url
     resources = {"database": DatabaseResource(url=app_url), "compute": ComputeResource(device="cpu", lock_on_cpu=lock)}
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize([_gpu_asset(name)], instance=instance, resources=resources)
+        result = dg.materialize([_gpu_asset(name, Path(out).parent / "meeting")], instance=instance,
+                                resources=resources)
         Path(out).write_text(json.dumps(result.output_for_node(name)))
 
 
@@ -58,6 +68,7 @@ def _two_runs_at_once(dagster_home, slots: int, tmp_path, app_url: str, lock: bo
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         set_gpu_pool_limit(instance, slots)
+    (tmp_path / "meeting").mkdir()
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_run_in_process, args=(str(home), url, app_url, lock, n, str(tmp_path / f"{n}.json")))
              for n in ("gpu_step_a", "gpu_step_b")]
