@@ -133,6 +133,9 @@ def test_http_review_flow_csrf_and_crops(engine, scene):
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
     page = client.get("/dashboard").text
     assert 'id="backlog">3<' in page and "<svg" in page
+    deer = client.get(f"/deer/{ids['A']}").text
+    assert deer.count('src="/crop/') == 4 and "<td>cam01</td><td>4</td>" in deer.replace("\n", "")
+    assert client.get(f"/deer/{ids['uncertain']}").status_code == 404
 
 
 def test_http_token_required_when_set(engine, scene):

@@ -168,6 +168,16 @@ async def dashboard_page(request: Request) -> Response:
                                                "status_svg": status})
 
 
+async def deer_page(request: Request) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    deer_id = security.valid_id(request.path_params["deer_id"])
+    with cfg.engine.connect() as conn:
+        deer = store.deer_page(conn, deer_id) if deer_id else None
+    if deer is None:
+        return PlainTextResponse("no such deer", 404)
+    return _render(request, "deer.html", {"deer": deer})
+
+
 def create_app(cfg: ReviewConfig) -> Starlette:
     app = Starlette(routes=[
         Route("/", lambda r: RedirectResponse("/queue", status_code=303)),
@@ -177,6 +187,7 @@ def create_app(cfg: ReviewConfig) -> Starlette:
         Route("/reviewer", set_reviewer, methods=["POST"]),
         Route("/crop/{detection_id}.jpg", crop),
         Route("/dashboard", dashboard_page),
+        Route("/deer/{deer_id}", deer_page),
         Route("/healthz", lambda r: PlainTextResponse("ok")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], middleware=[Middleware(_Guard)])
