@@ -164,8 +164,10 @@ async def dashboard_page(request: Request) -> Response:
     weeks = dashboard.bar_svg([(w[5:], float(n)) for w, n in d.corrections_per_week], title="corrections per week")
     status = dashboard.bar_svg([("assigned", d.assigned), ("unassigned", d.valid_detections - d.assigned),
                                 ("backlog", d.backlog), ("reviewed", d.reviewed)], title="detections")
+    rank1 = dashboard.bar_svg([(e["when"][5:10], round(100 * (e["rank1"] or 0), 1)) for e in d.evaluations],
+                              title="rank-1 (%) per evaluation run")
     return _render(request, "dashboard.html", {"d": d, "pct": dashboard.percent, "weeks_svg": weeks,
-                                               "status_svg": status})
+                                               "status_svg": status, "rank1_svg": rank1})
 
 
 async def deer_page(request: Request) -> Response:

@@ -203,3 +203,11 @@ def deer_page(conn: sa.Connection, deer_id: str, crops: int = 48) -> dict[str, A
            WHERE x.deer_id::text = :d GROUP BY 1, 2 ORDER BY 2, 1"""), {"d": deer_id})
     return {**dict(head), "gallery": [dict(r) for r in gallery.mappings()],
             "sightings": [dict(r) for r in sightings.mappings()]}
+
+
+def evaluation_history(conn: sa.Connection, limit: int = 12) -> list[dict[str, Any]]:
+    """The newest ``reid_evaluation`` runs (oldest first): when, which versions, their test summary."""
+    rows = conn.execute(sa.text(
+        """SELECT * FROM (SELECT id, created_at, versions, summary FROM reid_evaluations
+                          WHERE name = 'reid_evaluation' ORDER BY id DESC LIMIT :n) x ORDER BY id"""), {"n": limit})
+    return [dict(r) for r in rows.mappings()]
