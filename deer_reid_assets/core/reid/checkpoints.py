@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deer_reid_assets.core.embed.backbones import LoadedWeights, resolve_device
+from deer_reid_assets.core.embed.backbones import LoadedWeights
+from deer_reid_assets.core.embed.device import resolve_device
 
 from .config import TrainConfig
 from .network import CHECKPOINT_FORMAT, ReIDNet, file_sha12, read_reid_checkpoint

@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD, resolve_device
+from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD
+from deer_reid_assets.core.embed.device import resolve_device
 from deer_reid_assets.core.ingest.imaging import load_image
 
 ImageSource = Path | str | Image.Image | Callable[[], Image.Image]

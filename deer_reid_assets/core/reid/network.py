@@ -25,7 +25,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from deer_reid_assets.core.embed.backbones import EMBEDDING_DIM, LoadedWeights, WeightsUnavailableError
+from deer_reid_assets.core.embed.backbones import LoadedWeights, WeightsUnavailableError
+from deer_reid_assets.core.families import EMBEDDING_DIM
 
 CHECKPOINT_FORMAT = "deer-reid-reidnet/1"
 RAW_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}

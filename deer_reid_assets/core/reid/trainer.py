@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from deer_reid_assets.core.embed.backbones import LoadedWeights, resolve_device
+from deer_reid_assets.core.embed.backbones import LoadedWeights
+from deer_reid_assets.core.embed.device import resolve_device
 
 from . import guard
 from .checkpoints import (BEST_CHECKPOINT, LAST_CHECKPOINT, atomic_save, cpu_state_dict, load_resume_state, rng_state,
