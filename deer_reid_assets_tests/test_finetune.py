@@ -11,7 +11,8 @@ from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, I
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets_tests.helpers import run_pipeline
 
-TINY = {"profile": "cpu", "epochs": 2, "image_size": 48, "p": 3, "k": 2, "batches_per_epoch": 2}
+# a short run that learns (the collapse guard lets only such a model reach the A/B)
+TINY = {"profile": "cpu", "epochs": 8, "image_size": 48, "p": 4, "k": 4, "batches_per_epoch": 4}
 
 
 @pytest.fixture
@@ -39,7 +40,8 @@ def _meta(result, name):
 def test_trained_model_is_published_only_if_it_beats_the_published_configuration(trained):
     engine, _, result = trained
     model = _meta(result, "finetuned_reid_model")
-    assert model["model_version"].startswith("ft-") and len(model["history"].splitlines()) == 2 + 2  # 2 epochs
+    assert model["model_version"].startswith("ft-") and len(model["history"].splitlines()) == 2 + 9  # epochs 0 (untrained) to 8
+    assert model["status"] == "ok" and model["guard"].startswith("learned")
     version = _meta(result, "finetuned_embeddings")["version"]
     (check,) = [c for c in result.get_asset_check_evaluations() if c.asset_key.to_user_string() == "finetuned_embeddings"]
     with engine.connect() as conn:

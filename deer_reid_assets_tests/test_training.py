@@ -53,8 +53,8 @@ def two_epoch_run(tmp_path_factory) -> T.TrainResult:
 
 def test_config_round_trip_and_validation():
     config = T.TrainConfig.cpu_profile(seed=5)
-    assert (config.arch, config.image_size, config.p, config.k, config.seed) == ("resnet18", 64, 8, 4, 5)
-    assert not config.flip and config.head == "bnneck" and config.last_stride == 1
+    assert (config.arch, config.image_size, config.p, config.k, config.seed) == ("resnet18", 80, 8, 4, 5)
+    assert not config.flip and config.head == "bnneck" and T.TrainConfig().last_stride == 1
     assert T.TrainConfig.profile("full") == T.TrainConfig() and T.TrainConfig().arch == "resnet50"
     assert T.TrainConfig.from_json(config.to_json()) == config
     assert T.TrainConfig(backbone_weights=Path("/x/y.pt")).backbone_weights == "/x/y.pt"
@@ -167,7 +167,7 @@ def test_reidnet_embeddings_and_transforms():
     assert x.shape == (3, 3, SIZE, SIZE)
     augmented = T.train_augmentations(SIZE)(TRAIN_ITEMS[0][0])
     assert augmented.shape == (3, SIZE, SIZE) and augmented.dtype == torch.float32
-    names = lambda compose: [type(t).__name__ for t in compose.transforms]  # noqa: E731
+    names = lambda compose: [type(t).__name__ for t in compose.transforms]
     assert "RandomHorizontalFlip" not in names(T.train_augmentations(SIZE))  # flips off by default
     assert "RandomHorizontalFlip" in names(T.train_augmentations(SIZE, flip=True))
     with torch.inference_mode():

@@ -5,8 +5,6 @@ folder, and collapsed models never reaching the embedder. CPU, random weights, s
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +83,11 @@ def test_reidnet_features_and_options():
 def test_sampler_hook_puts_confused_deer_in_one_batch():
     labels = [name for name in "abcdefgh" for _ in range(3)]
     sampler = T.PKSampler(labels, p=2, k=2, batches=40, seed=0, confusers={"a": ["h"], "zz": ["a"]})
-    together = [set(labels[i] for i in batch) for batch in sampler]
+    together = [{labels[i] for i in batch} for batch in sampler]
     with_a = [s for s in together if "a" in s]
     assert with_a and all(len(s) == 2 for s in together)
     assert sum(s == {"a", "h"} for s in with_a) >= len(with_a) // 2  # drawn after a whenever a is drawn first
-    plain = [set(labels[i] for i in batch) for batch in T.PKSampler(labels, p=2, k=2, batches=40, seed=0)]
+    plain = [{labels[i] for i in batch} for batch in T.PKSampler(labels, p=2, k=2, batches=40, seed=0)]
     assert sum(s == {"a", "h"} for s in plain) < sum(s == {"a", "h"} for s in together)
 
 
@@ -97,7 +95,7 @@ def test_sampler_hook_puts_confused_deer_in_one_batch():
 
 
 def test_training_beats_the_untrained_network(tmp_path):
-    train_items, val_items = _items(8, range(0, 6)), _items(8, range(100, 104))
+    train_items, val_items = _items(8, range(6)), _items(8, range(100, 104))
     config = T.TrainConfig.cpu_profile(epochs=8, image_size=48, batches_per_epoch=4, p=4, k=4, warmup_epochs=1,
                                        backbone_weights="random", seed=1)
     result = T.train(train_items, val_items, config, tmp_path)

@@ -14,7 +14,12 @@ from deer_reid_assets.core.store import reid_models as training_store
 
 from .common import OWNERS, md_image, md_table
 from .ingest import crops
-from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from .resources import (
+    ComputeResource,
+    DatabaseResource,
+    ImageStoreResource,
+    ModelWeightsResource,
+)
 
 GROUP = "training"
 

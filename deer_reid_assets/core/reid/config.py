@@ -10,9 +10,10 @@ antlers) are different evidence, so a flipped left flank would be a fake right f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 HEADS = ("bnneck", "arcface")
@@ -91,9 +92,11 @@ class TrainConfig:
 
     @classmethod
     def cpu_profile(cls, **overrides: Any) -> TrainConfig:
-        """What learns from random init in about 3 minutes on 2 CPU cores: ResNet18 at 64 px."""
+        """What learns from random init in about 3 minutes on 2 idle CPU cores: ResNet18 at 80 px, last
+        stride 2 (a 3 x 3 final map is plenty at this size and 4x cheaper), 300 steps of 8 x 4 crops at a
+        higher learning rate (no pretrained start to protect)."""
         values: dict[str, Any] = {
-            "epochs": 30, "image_size": 64, "arch": "resnet18", "p": 8, "k": 4, "lr": 1e-3,
+            "epochs": 30, "image_size": 80, "arch": "resnet18", "last_stride": 2, "p": 8, "k": 4, "lr": 2e-3,
             "warmup_epochs": 2, "batches_per_epoch": 10, "early_stopping_patience": 30,
         }
         values.update(overrides)

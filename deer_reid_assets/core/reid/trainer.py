@@ -36,11 +36,26 @@ from deer_reid_assets.core.embed.backbones import LoadedWeights
 from deer_reid_assets.core.embed.device import resolve_device
 
 from . import guard
-from .checkpoints import (BEST_CHECKPOINT, LAST_CHECKPOINT, atomic_save, cpu_state_dict, load_resume_state, rng_state,
-                          set_rng_state)
+from .checkpoints import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    atomic_save,
+    cpu_state_dict,
+    load_resume_state,
+    rng_state,
+    set_rng_state,
+)
 from .config import TrainConfig
-from .data import (ImageSource, Images, autocast_dtype, embed_dataset, eval_transform, fingerprint,
-                   train_augmentations, unzip)
+from .data import (
+    Images,
+    ImageSource,
+    autocast_dtype,
+    embed_dataset,
+    eval_transform,
+    fingerprint,
+    train_augmentations,
+    unzip,
+)
 from .losses import LinearHead, SubCenterArcFace, batch_hard_triplet_loss, id_loss
 from .network import CHECKPOINT_FORMAT, ReIDNet
 from .sampler import PKSampler
