@@ -17,7 +17,7 @@ TINY = {"profile": "cpu", "epochs": 8, "image_size": 48, "p": 4, "k": 4, "batche
 
 @pytest.fixture
 def trained(engine, tmp_path):
-    generate_dataset(tmp_path / "data", SyntheticConfig(n_images=70, n_bucks=4, n_does=2, seed=6, labelled_fraction=0.8))
+    generate_dataset(tmp_path / "data", SyntheticConfig(n_images=160, n_bucks=4, n_does=2, seed=6, labelled_fraction=0.8))
     resources = {
         "database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)),
         "image_store": ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(tmp_path / "data")),

@@ -5,7 +5,8 @@ the learning rate is set before every step (linear warm-up over ``warmup_epochs`
 to 0). Mixed precision (bf16 where supported, else fp16 with a gradient scaler) and channels_last on
 CUDA only. Before the first epoch the untrained network is validated (epoch 0 of the history); after
 every epoch the validation figures of :mod:`guard` are recorded, checkpoints written and the
-callbacks called. The best epoch is the one with the highest validation mAP; early stopping after
+callbacks called. The best epoch is the one with the highest validation mAP (ties: rank-1, then the
+lower different-deer cosine); early stopping after
 ``early_stopping_patience`` epochs without improvement. At the end :func:`guard.verdict` marks the
 run ``ok`` or ``collapsed``.
 
@@ -108,6 +109,16 @@ class TrainResult:
 
 
 Callback = Callable[[EpochLog], None]
+
+
+def _better(log: EpochLog, best_map: float, best_r1: float, best_cos: float) -> bool:
+    """Higher validation mAP; at an equal mAP (a small, saturated validation set), higher rank-1, then
+    different deer further apart."""
+    if abs(log.val_mAP - best_map) > MIN_IMPROVEMENT:
+        return log.val_mAP > best_map
+    if abs(log.val_rank1 - best_r1) > MIN_IMPROVEMENT:
+        return log.val_rank1 > best_r1
+    return log.different_cosine < best_cos - MIN_IMPROVEMENT
 
 
 def lr_at(step: int, base: float, warmup_steps: int, total_steps: int) -> float:
@@ -221,6 +232,7 @@ def train(
         warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
 
         best_epoch, best_map, best_r1, bad_epochs, resumed_from = 0, -1.0, 0.0, 0, None
+        best_cos = float("inf")
         if state is not None:
             head.load_state_dict(state["head"])
             optimizer.load_state_dict(state["optimizer"])
@@ -230,6 +242,7 @@ def train(
             history = [EpochLog(**h) for h in state["history"]]
             best_epoch, best_map = int(state["best_epoch"]), float(state["best_val_mAP"])
             best_r1 = float(state["best_val_rank1"])
+            best_cos = next(h.different_cosine for h in history if h.epoch == best_epoch)
             bad_epochs, resumed_from = int(state["epochs_without_improvement"]), int(state["epoch"])
         else:
             started = time.perf_counter()
@@ -283,8 +296,9 @@ def train(
                            images_per_s=n_images / train_seconds if train_seconds > 0 else float("nan"), **figures)
             history.append(log)
             plain = [asdict(h) for h in history]
-            if log.val_mAP > best_map + MIN_IMPROVEMENT:
+            if _better(log, best_map, best_r1, best_cos):
                 best_epoch, best_map, best_r1, bad_epochs = epoch, log.val_mAP, log.val_rank1, 0
+                best_cos = log.different_cosine
                 atomic_save({**common, "model": cpu_state_dict(model), "epoch": epoch, "val_mAP": log.val_mAP,
                              "val_rank1": log.val_rank1, "history": plain}, best_path)
             else:
