@@ -167,7 +167,8 @@ def test_reidnet_embeddings_and_transforms():
     assert x.shape == (3, 3, SIZE, SIZE)
     augmented = T.train_augmentations(SIZE)(TRAIN_ITEMS[0][0])
     assert augmented.shape == (3, SIZE, SIZE) and augmented.dtype == torch.float32
-    names = lambda compose: [type(t).__name__ for t in compose.transforms]
+    def names(compose):
+        return [type(t).__name__ for t in compose.transforms]
     assert "RandomHorizontalFlip" not in names(T.train_augmentations(SIZE))  # flips off by default
     assert "RandomHorizontalFlip" in names(T.train_augmentations(SIZE, flip=True))
     with torch.inference_mode():

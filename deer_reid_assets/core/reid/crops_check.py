@@ -4,8 +4,8 @@ on animals the model never saw.
 Layout: ``DIR/<animal>/<photo>.jpg`` (also .jpeg / .png). Animals are split by a seeded hash of their
 name: ``holdout`` of them are **held out whole** (test animals); the others' photos are split into
 train (85%) and validation (15%, for the epoch loop and the collapse guard). On the test animals
-:func:`metrics.identity_split` makes a gallery and queries, with a quarter of the test animals left
-out of the gallery (unseen animals, whose every assignment is a false match), and :func:`metrics.evaluate`
+:func:`splits.identity_split` makes a gallery and queries, with a quarter of the test animals left
+out of the gallery (unseen animals, whose every assignment is a false match), and :func:`report.evaluate`
 gives rank-1 / mAP and the best assignment rate with FMR <= 5%, for the untrained network (the run's
 starting weights) and for the trained one.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.evaluation.report import evaluate
+from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split
 
 from .checkpoints import load_reid_model
 from .config import TrainConfig
@@ -106,14 +107,14 @@ def split_animals(items: Sequence[tuple[Path, str]], holdout: float, seed: int) 
     for rank, animal in enumerate(ranked):
         photos = sorted(by_animal[animal], key=lambda p: _unit(seed, "photo", str(p)))
         n_val = 0 if rank < n_test or len(photos) < 5 else max(2, round(0.15 * len(photos)))
-        for i, path in enumerate(sorted(photos)):
+        for _i, path in enumerate(sorted(photos)):
             role = "test" if rank < n_test else "val" if path in photos[:n_val] else "train"
             out[role].append((path, animal))
     return out
 
 
-def _figures(emb: np.ndarray, names: list[str], split: metrics.EvalSplit) -> dict[str, Any]:
-    report = metrics.evaluate(emb, [f"c{i}" for i in range(len(names))], names, None, split, query_set="test",
+def _figures(emb: np.ndarray, names: list[str], split: EvalSplit) -> dict[str, Any]:
+    report = evaluate(emb, [f"c{i}" for i in range(len(names))], names, None, split, query_set="test",
                               max_false_match_rate=MAX_FMR)
     best = report.best or {}
     return {"rank1": float(report.retrieval["rank1"]), "mAP": float(report.retrieval["mAP"]),
@@ -127,9 +128,9 @@ def run(directory: Path, config: TrainConfig, out_dir: Path, *, holdout: float =
     items = read_crops(directory, max_per_animal=max_per_animal, seed=config.seed)
     parts = split_animals(items, holdout, config.seed)
     test_names = [a for _, a in parts["test"]]
-    base = metrics.identity_split([f"c{i}" for i in range(len(test_names))], test_names, seed=config.seed,
+    base = identity_split([f"c{i}" for i in range(len(test_names))], test_names, seed=config.seed,
                                   held_out_fraction=0.25, gallery_fraction=0.5)
-    split = metrics.EvalSplit(gallery=base.gallery, val_query=np.empty(0, dtype=np.intp),
+    split = EvalSplit(gallery=base.gallery, val_query=np.empty(0, dtype=np.intp),
                               test_query=np.sort(np.concatenate([base.val_query, base.test_query])),
                               held_out_identities=base.held_out_identities)
     test_paths = [p for p, _ in parts["test"]]

@@ -1,8 +1,8 @@
 """Validation figures of one epoch and the collapse guard.
 
 *Validation* splits the validation crops once, per identity, into queries and a gallery
-(:func:`metrics.identity_split` with no identity held out) and scores rank-1 / mAP with
-:func:`metrics.retrieval_metrics`, the definitions the evaluation uses everywhere else.
+(:func:`splits.identity_split` with no identity held out) and scores rank-1 / mAP with
+:func:`scores.retrieval_metrics`, the definitions the evaluation uses everywhere else.
 
 *Collapse diagnostics* per epoch: the mean cosine of same-identity and of different-identity pairs of
 validation crops, and the share of the variance carried by the top principal component (near 1: every
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deer_reid_assets.core.evaluation import metrics
+from deer_reid_assets.core.evaluation.scores import retrieval_metrics
+from deer_reid_assets.core.evaluation.splits import identity_split
 
 MAX_DIFFERENT_COSINE = 0.8
 OK, COLLAPSED = "ok", "collapsed"
@@ -36,7 +37,7 @@ class ValidationSplit:
 def validation_split(identities: Sequence[str], seed: int = 0) -> ValidationSplit:
     """Half of each identity's validation crops as queries, the rest as gallery (at least one)."""
     ids = [f"v{i}" for i in range(len(identities))]
-    split = metrics.identity_split(ids, list(identities), seed=seed, held_out_fraction=0.0, gallery_fraction=0.5)
+    split = identity_split(ids, list(identities), seed=seed, held_out_fraction=0.0, gallery_fraction=0.5)
     queries = np.sort(np.concatenate([split.val_query, split.test_query]))
     return ValidationSplit(queries=queries, gallery=split.gallery)
 
@@ -65,7 +66,7 @@ def top_component_share(emb: np.ndarray) -> float:
 def validation_figures(emb: np.ndarray, identities: Sequence[str], split: ValidationSplit) -> dict[str, float]:
     """val_rank1, val_mAP, same_cosine, different_cosine, top_pc_share of one epoch's embeddings."""
     labels = np.asarray(list(identities), dtype=object)
-    retrieval = metrics.retrieval_metrics(emb[split.queries], labels[split.queries], emb[split.gallery],
+    retrieval = retrieval_metrics(emb[split.queries], labels[split.queries], emb[split.gallery],
                                           labels[split.gallery])
     same, different = pair_cosines(emb, identities)
     return {"val_rank1": float(retrieval["rank1"]), "val_mAP": float(retrieval["mAP"]), "same_cosine": same,

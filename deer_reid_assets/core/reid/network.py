@@ -115,9 +115,9 @@ def build_trunk(arch: str, weights: str | Path, *, seed: int = 0, last_stride: i
             state = torch.hub.load_state_dict_from_url(_IMAGENET[arch].url, map_location="cpu", progress=False,
                                                        check_hash=True, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - offline, bad hash, corrupt file: all "unavailable"
-            raise WeightsUnavailableError(
-                f"ImageNet weights for {arch} could not be loaded ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); "
-                f"put the file at {cached} or use weights='random'") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise WeightsUnavailableError(f"ImageNet weights for {arch} could not be loaded ({reason}); "
+                                          f"put the file at {cached} or use weights='random'") from None
         load_torchvision_state(trunk, state, arch, f"ImageNet weights {cached}")
         name = _IMAGENET[arch].name.lower()
         return trunk, LoadedWeights("imagenet", f"{arch}: ImageNet {name} weights from {cached}", f"{arch}-{name}")
