@@ -19,7 +19,7 @@ def trained(engine, tmp_path):
     """A 2-epoch model on a tiny set: the collapse guard decides whether it may be embedded; to test
     the A/B after it, a collapsed model is then marked as if it had passed (the A/B must still refuse
     a model that is not better than the published configuration)."""
-    from deer_reid_assets.definitions import AFTER_TRAINING, ALL_CHECKS, TRAINING_ASSETS
+    from deer_reid_assets.definitions import ALL_CHECKS, graph
 
     generate_dataset(tmp_path / "data", SyntheticConfig(n_images=70, n_bucks=4, n_does=2, seed=6, labelled_fraction=0.8))
     resources = {
@@ -40,10 +40,12 @@ def trained(engine, tmp_path):
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE reid_models SET status = 'ok' WHERE version = :v"),
                          {"v": model["model_version"]})
-        after = [TRAINING_ASSETS[-1], *AFTER_TRAINING]
+        done = {e.event_specific_data.materialization.asset_key for e in first.get_asset_materialization_events()}
+        after = [a for a in graph(train=True) if a.key not in done]  # what the stop left undone
         keys = {a.key for a in after}
         checks = [c for c in ALL_CHECKS if all(k.asset_key in keys for k in c.check_keys)]
-        result = dg.materialize([*after, *checks], resources=resources, instance=instance)
+        result = dg.materialize([*after, *checks], resources=resources, instance=instance,
+                                partition_key="test-batch" if any(a.partitions_def for a in after) else None)
     else:
         result = first
     assert result.success
