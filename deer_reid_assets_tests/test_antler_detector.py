@@ -32,7 +32,8 @@ def test_one_tiny_epoch_from_the_yaml_on_cpu(tmp_path, monkeypatch):
     result = detector.train(data, tmp_path / "model", profile="cpu", device="cpu", weights_dir=tmp_path)
     assert result.start == "yolov8n-pose.yaml" and result.pretrained is False
     assert result.checkpoint.is_file() and result.checkpoint.stat().st_size > 1_000_000
-    assert {"box_mAP50-95", "pose_mAP50-95"} <= set(result.metrics)
+    assert {"box_mAP50-95", "pose_mAP50-95", "val_bucks", "val_bucks_missed"} <= set(result.metrics)
+    assert result.metrics["val_bucks"] == 2.0
     assert all(0.0 <= result.metrics[k] <= 1.0 for k in ("box_mAP50-95", "pose_mAP50-95"))
     assert Image.open is pil_open  # ultralytics' process-wide patch undone
     assert (tmp_path / "model" / "ultralytics_settings").is_dir()

@@ -81,8 +81,53 @@ def train(data_yaml: Path, out_dir: Path, *, profile: str = "cpu", epochs: int |
     shutil.copyfile(best, checkpoint)
     raw = getattr(results, "results_dict", None) or {}
     metrics = {_metric_name(k): float(v) for k, v in raw.items()}
+    metrics.update(keypoint_error(checkpoint, data_yaml, device=device, imgsz=cfg["imgsz"]))
     return TrainResult(checkpoint=checkpoint, start=start, pretrained=pretrained, profile=profile, device=device,
                        metrics=metrics)
+
+
+def keypoint_error(checkpoint: Path, data_yaml: Path, *, split: str = "val", device: str = "cpu",
+                   imgsz: int = 640) -> dict[str, float]:
+    """Mean distance between predicted and annotated keypoints, as a fraction of the annotated box's
+    diagonal, over the annotated (visibility >= 1) points of each validation buck, matched to the
+    predicted animal with the highest box overlap; a buck with no prediction is counted as missed."""
+    from deer_reid_assets.core.antlers import yolo
+
+    images, _ = yolo.read_dataset(data_yaml)
+    root = Path(data_yaml).parent
+    YOLO = _ultralytics(Path(os.environ.get("YOLO_CONFIG_DIR", root / "ultralytics_settings")))
+    model = YOLO(str(checkpoint), task="pose")
+    errors, bucks, missed = [], 0, 0
+    for img in images:
+        photo = root / "images" / (img.split or "train") / img.key
+        gt = [a for a in img.annotations if a.classification == "buck" and a.points]
+        if img.split != split or not gt or not photo.is_file():
+            continue
+        result = model.predict(str(photo), imgsz=imgsz, device=device, verbose=False, conf=0.001)[0]
+        boxes = result.boxes.xywhn.tolist() if result.boxes is not None else []
+        kpts = result.keypoints.xyn.tolist() if result.keypoints is not None else []
+        for a in gt:
+            bucks += 1
+            best = max(range(len(boxes)), key=lambda k: _iou(a.box, boxes[k]), default=None)
+            if best is None or _iou(a.box, boxes[best]) <= 0:
+                missed += 1
+                continue
+            diag = (a.box[2] ** 2 + a.box[3] ** 2) ** 0.5
+            for p in a.points:
+                px, py = kpts[best][p.index]
+                errors.append(((px - p.x) ** 2 + (py - p.y) ** 2) ** 0.5 / diag)
+    out = {"val_bucks": float(bucks), "val_bucks_missed": float(missed)}
+    if errors:
+        out["keypoint_error"] = float(sum(errors) / len(errors))
+    return out
+
+
+def _iou(a, b) -> float:
+    ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _metric_name(key: str) -> str:
