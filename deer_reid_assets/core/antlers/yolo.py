@@ -106,8 +106,8 @@ def read_dataset(data_file: Path) -> tuple[list[AnnotatedImage], list[FileError]
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 errors.append(FileError(str(label), str(e)))
                 continue
-            photo = next((image_dir / (label.stem + s) for s in IMAGE_SUFFIXES if (image_dir / (label.stem + s)).exists()),
-                         None)
+            photo = next((image_dir / (label.stem + s) for s in IMAGE_SUFFIXES + tuple(x.upper() for x in IMAGE_SUFFIXES)
+                          if (image_dir / (label.stem + s)).exists()), None)
             images.append(AnnotatedImage(photo.name if photo else label.stem, anns, split=split))
     return images, errors
 
@@ -138,7 +138,7 @@ def write_dataset(root: Path, images: list[tuple[AnnotatedImage, Path | None]]) 
         stem = Path(img.key).stem
         (root / "labels" / split / f"{stem}.txt").write_text("".join(format_line(a) + "\n" for a in img.annotations))
         if photo is not None:
-            shutil.copyfile(photo, root / "images" / split / (stem + Path(photo).suffix.lower()))
+            shutil.copyfile(photo, root / "images" / split / (stem + Path(photo).suffix))
     out = root / "data.yaml"
     out.write_text(yaml.safe_dump(data_yaml(root, tuple(splits)), sort_keys=False))
     return out
