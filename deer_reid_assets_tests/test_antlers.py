@@ -115,3 +115,9 @@ def test_season_profiles_vote_over_confident_hard_antler_photos():
     assert profiles["2026-27"].total_points == 10 and profiles["2026-27"].description.startswith("10-point")
     only_partial = constraint.season_profiles([(hard25, partial)])["2025-26"]
     assert only_partial.total_points is None and not only_partial.observation().usable
+
+
+def test_layout_agrees_with_the_antler_keypoints_table_helpers():
+    from deer_reid_assets.core.store import antler_keypoints
+
+    assert tuple(antler_keypoints.KEYPOINT_NAMES) == layout.KEYPOINT_NAMES
