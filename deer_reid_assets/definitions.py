@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, sensors, training
+from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, review, sensors, training
 from deer_reid_assets.defs.resources import (
     ComputeResource,
     DatabaseResource,
@@ -35,6 +35,9 @@ ALL_ASSETS = [
 ]
 
 ALL_CHECKS = embeddings.EMBEDDING_CHECKS
+
+# Active learning, beside the graph: the review app's corrections as labelled pairs (not part of the demo's run).
+REVIEW_ASSETS = [review.review_labels]
 
 # The deer-specific model: what `deer-reid demo --no-train` leaves out and `deer-reid train` runs ...
 TRAINING_ASSETS = [training.triplet_dataset, training.finetuned_reid_model, embeddings.finetuned_embeddings]
@@ -67,9 +70,10 @@ def default_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=ALL_ASSETS + REVIEW_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[reid_pipeline_job, sensors.ingest_upload_job],
-    sensors=[automation.automation_sensor, sensors.camera_upload_sensor, sensors.existing_system_sensor],
+    jobs=[reid_pipeline_job, sensors.ingest_upload_job, review.retrain_from_corrections_job],
+    sensors=[automation.automation_sensor, sensors.camera_upload_sensor, sensors.existing_system_sensor,
+             review.retrain_on_corrections_sensor],
     resources=default_resources(),
 )

@@ -17,6 +17,11 @@ TINY = {"profile": "cpu", "epochs": 2, "image_size": 48, "p": 3, "k": 2, "batche
 
 @pytest.fixture
 def trained(engine, tmp_path):
+    """A 2-epoch model on a tiny set: the collapse guard decides whether it may be embedded; to test
+    the A/B after it, a collapsed model is then marked as if it had passed (the A/B must still refuse
+    a model that is not better than the published configuration)."""
+    from deer_reid_assets.definitions import ALL_CHECKS, graph
+
     generate_dataset(tmp_path / "data", SyntheticConfig(n_images=70, n_bucks=4, n_does=2, seed=6, labelled_fraction=0.8))
     resources = {
         "database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)),
@@ -24,9 +29,28 @@ def trained(engine, tmp_path):
         "compute": ComputeResource(device="cpu", batch_size=16),
         "model_weights": ModelWeightsResource(weights="random", seed=0, image_size=48),
     }
-    result = run_pipeline(resources, train=True, run_config={"ops": {"finetuned_reid_model": {"config": TINY}}})
+    instance = dg.DagsterInstance.ephemeral()
+    first = run_pipeline(resources, instance=instance, train=True, raise_on_error=False,
+                         run_config={"ops": {"finetuned_reid_model": {"config": TINY}}})
+    model = _meta(first, "finetuned_reid_model")
+    assert model["status"] in ("ok", "collapsed") and model["guard"]
+    if model["status"] == "collapsed":  # never embedded: the run stops at finetuned_embeddings, saying why
+        failures = [e for e in first.all_events if e.is_step_failure]
+        assert [e.step_key for e in failures] == ["finetuned_embeddings"]
+        assert "a collapsed model is never used" in failures[0].event_specific_data.error.message
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE reid_models SET status = 'ok' WHERE version = :v"),
+                         {"v": model["model_version"]})
+        done = {e.event_specific_data.materialization.asset_key for e in first.get_asset_materialization_events()}
+        after = [a for a in graph(train=True) if a.key not in done]  # what the stop left undone
+        keys = {a.key for a in after}
+        checks = [c for c in ALL_CHECKS if all(k.asset_key in keys for k in c.check_keys)]
+        result = dg.materialize([*after, *checks], resources=resources, instance=instance,
+                                partition_key="test-batch" if any(a.partitions_def for a in after) else None)
+    else:
+        result = first
     assert result.success
-    return engine, resources, result
+    return engine, resources, result, model
 
 
 def _meta(result, name):
@@ -38,9 +62,8 @@ def _meta(result, name):
 
 
 def test_trained_model_is_published_only_if_it_beats_the_published_configuration(trained):
-    engine, _, result = trained
-    model = _meta(result, "finetuned_reid_model")
-    assert model["model_version"].startswith("ft-") and len(model["history"].splitlines()) == 2 + 2  # 2 epochs
+    engine, _, result, model = trained
+    assert model["model_version"].startswith("ft-") and len(model["history"].splitlines()) == 2 + 3  # epochs 0 to 2
     version = _meta(result, "finetuned_embeddings")["version"]
     (check,) = [c for c in result.get_asset_check_evaluations() if c.asset_key.to_user_string() == "finetuned_embeddings"]
     with engine.connect() as conn:
@@ -67,7 +90,7 @@ def test_trained_model_is_published_only_if_it_beats_the_published_configuration
 
 
 def test_a_model_that_is_worse_is_not_published(trained):
-    engine, resources, result = trained
+    engine, resources, result, _ = trained
     version = _meta(result, "finetuned_embeddings")["version"]
     with engine.connect() as conn:
         before = dict(conn.execute(sa.text("SELECT model_family, version FROM reid_published_embeddings")).all())

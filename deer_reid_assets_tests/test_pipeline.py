@@ -65,7 +65,11 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
         # the tuned ensemble drives the matcher, with the weight ensemble_weights stored
         w = meta["ensemble_weights"]["weight_multiscale"]
         assert meta["deer_assignments"]["method"] == "ensemble"
-        assert meta["deer_assignments"]["models"][columns["feature_vector_multiscale"]] == pytest.approx(w)
+        used = meta["deer_assignments"]["embedding_versions_and_ensemble_weights"]
+        assert used[columns["feature_vector_multiscale"]] == pytest.approx(w)
+        # every page with figures names the weights behind them (random here)
+        for name in ("deer_assignments", "reid_evaluation"):
+            assert "NOT pretrained" in meta[name]["weights"], name
         assert q("SELECT count(*) FROM reid_ensemble_weights") == 1
         # assignments: the metadata counts are the rows with a deer
         unreviewed = q("SELECT count(*) FROM detections WHERE NOT is_reviewed")

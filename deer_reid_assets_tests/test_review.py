@@ -131,8 +131,18 @@ def test_http_review_flow_csrf_and_crops(engine, scene):
     assert client.get("/crop/..%2F..%2Fetc%2Fpasswd.jpg").status_code == 404
     img = client.get(f"/crop/{ids['uncertain']}.jpg")
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    assert 'id="no-evaluations"' in client.get("/dashboard").text
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO reid_evaluations (name, versions, summary, report) VALUES ('reid_evaluation', "
+            "'{\"resnet50\": \"r-1\"}', '{\"rank1\": 0.1234, \"mAP\": 0.05, \"assignment_rate\": 0.5, "
+            "\"false_match_rate\": 0.9385474860335196}', '{}')"))
     page = client.get("/dashboard").text
     assert 'id="backlog">3<' in page and "<svg" in page
+    assert "<td>12.3%</td>" in page and "<td>93.9%</td>" in page and "resnet50=r-1" in page
+    deer = client.get(f"/deer/{ids['A']}").text
+    assert deer.count('src="/crop/') == 4 and "<td>cam01</td><td>4</td>" in deer.replace("\n", "")
+    assert client.get(f"/deer/{ids['uncertain']}").status_code == 404
 
 
 def test_http_token_required_when_set(engine, scene):

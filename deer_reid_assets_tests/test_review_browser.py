@@ -123,6 +123,10 @@ def test_review_confirm_new_deer_reassign_undo_and_dashboard(server, browser):
     assert "undid reassign" in browser.find_element(By.ID, "message").text
     assert review_fields(engine, audit)["is_reviewed"] is False
 
+    browser.find_element(By.CSS_SELECTOR, ".candidate a").click()  # the first candidate's deer page
+    assert browser.find_element(By.ID, "deer-name").text.endswith("(buck)")
+    _shot(browser, "deer")
+
     browser.get(base + "/dashboard")
     _shot(browser, "dashboard")
     assert browser.find_element(By.ID, "backlog").text == "2"

@@ -1,6 +1,7 @@
-"""Training core: P x K sampling, batch-hard triplet loss, ReIDNet, train / resume / checkpoints.
+"""Training core: P x K sampling, loss terms, ReIDNet, train / resume / checkpoints.
 
-Everything runs on CPU with random ResNet50 weights, 48 px synthetic crops and 2-epoch runs."""
+Everything runs on CPU with random ResNet18 weights, 48 px synthetic crops and 2-epoch runs (the
+learning, guard and warm-start tests are in test_training_recipe.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from deer_reid_assets.core.evaluation.scores import retrieval_metrics
+from deer_reid_assets.core.reid import guard
 from deer_reid_assets.core.reid import training as T
 
 SIZE = 48
@@ -38,7 +39,7 @@ def _items(n_ids: int, per_id: int, first_shot: int = 0) -> list[tuple[Image.Ima
 
 TRAIN_ITEMS = _items(6, 4)
 VAL_ITEMS = _items(6, 2, first_shot=100)
-TINY = T.TrainConfig(epochs=2, image_size=SIZE, p=3, k=2, batches_per_epoch=2, warmup_epochs=1,
+TINY = T.TrainConfig(epochs=2, image_size=SIZE, arch="resnet18", p=3, k=2, batches_per_epoch=2, warmup_epochs=1,
                      backbone_weights="random", seed=3)
 
 
@@ -52,10 +53,14 @@ def two_epoch_run(tmp_path_factory) -> T.TrainResult:
 
 def test_config_round_trip_and_validation():
     config = T.TrainConfig.cpu_profile(seed=5)
-    assert (config.image_size, config.p, config.k, config.batches_per_epoch, config.seed) == (96, 8, 4, 20, 5)
+    assert (config.arch, config.image_size, config.p, config.k, config.seed) == ("resnet18", 80, 8, 4, 5)
+    assert not config.flip and config.head == "bnneck" and T.TrainConfig().last_stride == 1
+    assert T.TrainConfig.profile("full") == T.TrainConfig() and T.TrainConfig().arch == "resnet50"
     assert T.TrainConfig.from_json(config.to_json()) == config
     assert T.TrainConfig(backbone_weights=Path("/x/y.pt")).backbone_weights == "/x/y.pt"
-    for bad in ({"k": 1}, {"p": 1}, {"epochs": 0}, {"image_size": 16}, {"batches_per_epoch": 0}, {"seed": -1}):
+    for bad in ({"k": 1}, {"p": 1}, {"epochs": 0}, {"image_size": 16}, {"batches_per_epoch": 0}, {"seed": -1},
+                {"arch": "vgg"}, {"head": "softmax"}, {"optimizer": "rmsprop"}, {"last_stride": 3},
+                {"id_weight": 0, "triplet_weight": 0}, {"label_smoothing": 1.0}):
         with pytest.raises(ValueError):
             T.TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
@@ -151,39 +156,21 @@ def test_batch_hard_loss_zero_when_separated_and_skips_anchors():
     assert none.item() == 0.0 and none.requires_grad
 
 
-# ----------------------------------------------------------------------------------------- retrieval
-
-
-def test_leave_one_out_matches_retrieval_metrics():
-    rng = np.random.default_rng(0)
-    ids = [f"d{i}" for i in rng.integers(0, 7, size=40)] + ["solo"]
-    emb = rng.normal(size=(41, 16)).astype(np.float32)
-    emb[5] = emb[3]  # an exact tie
-    got = T.leave_one_out_retrieval(emb, ids)
-    rank1, aps = [], []
-    for q in range(len(ids)):
-        others = [i for i in range(len(ids)) if i != q]
-        if ids[q] not in {ids[i] for i in others}:
-            continue
-        one = retrieval_metrics(emb[[q]], [ids[q]], emb[others], [ids[i] for i in others])
-        rank1.append(one["rank1"])
-        aps.append(one["mAP"])
-    assert got["n_queries"] == len(aps) == 40
-    assert got["rank1"] == pytest.approx(np.mean(rank1), abs=1e-12)
-    assert got["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
-
-
 # ------------------------------------------------------------------------------------------- model
 
 
 def test_reidnet_embeddings_and_transforms():
-    model = T.ReIDNet("random", seed=0)
-    assert model.weights.source == "random" and not model.training
+    model = T.ReIDNet("random", arch="resnet18", seed=0)
+    assert model.weights.source == "random" and not model.training and "NOT pretrained" in model.weights.description
     assert not model.neck.bias.requires_grad
     x = torch.stack([T.eval_transform(SIZE)(im) for im, _ in TRAIN_ITEMS[:3]])
     assert x.shape == (3, 3, SIZE, SIZE)
     augmented = T.train_augmentations(SIZE)(TRAIN_ITEMS[0][0])
     assert augmented.shape == (3, SIZE, SIZE) and augmented.dtype == torch.float32
+    def names(compose):
+        return [type(t).__name__ for t in compose.transforms]
+    assert "RandomHorizontalFlip" not in names(T.train_augmentations(SIZE))  # flips off by default
+    assert "RandomHorizontalFlip" in names(T.train_augmentations(SIZE, flip=True))
     with torch.inference_mode():
         emb = model(x)
     assert emb.shape == (3, 512)
@@ -194,15 +181,17 @@ def test_reidnet_embeddings_and_transforms():
 
 
 def test_a_few_steps_lower_the_loss():
-    model = T.ReIDNet("random", seed=1).train()
+    model = T.ReIDNet("random", arch="resnet18", seed=1).train()
     transform = T.eval_transform(SIZE)
     batch = [TRAIN_ITEMS[i] for i in (0, 1, 4, 5, 8, 9, 12, 13)]
     x = torch.stack([transform(im) for im, _ in batch])
     y = torch.tensor([int(name[4:]) for _, name in batch])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4)
+    head = T.LinearHead(model.dim, 6)
+    optimizer = torch.optim.Adam([p for p in [*model.parameters(), *head.parameters()] if p.requires_grad], lr=1e-3)
 
     def step() -> float:
-        loss = T.batch_hard_triplet_loss(model(x), y)
+        pre, neck = model.features(x)
+        loss = T.batch_hard_triplet_loss(pre, y) + T.id_loss(head(neck, y), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -221,18 +210,26 @@ def test_a_few_steps_lower_the_loss():
 
 def test_train_writes_loadable_checkpoints(two_epoch_run, tmp_path):
     result = two_epoch_run
-    assert [log.epoch for log in result.history] == [1, 2]
+    assert [log.epoch for log in result.history] == [0, 1, 2]  # 0: the untrained network
     assert result.resumed_from is None and not result.stopped_early
-    assert 1 <= result.best_epoch <= 2 and result.best_val_mAP == max(log.val_mAP for log in result.history)
+    trained = result.history[1:]
+    assert 1 <= result.best_epoch <= 2 and result.best_val_mAP == max(log.val_mAP for log in trained)
     frame = result.history_frame()
-    assert list(frame.columns) == ["epoch", "loss", "val_rank1", "val_mAP", "lr", "seconds", "images_per_s"]
-    assert len(frame) == 2 and (frame["images_per_s"] > 0).all() and np.isfinite(frame["loss"]).all()
+    assert list(frame.columns) == ["epoch", "loss", "id_loss", "triplet_loss", "val_rank1", "val_mAP", "same_cosine",
+                                   "different_cosine", "top_pc_share", "lr", "seconds", "images_per_s"]
+    assert len(frame) == 3 and (frame["images_per_s"][1:] > 0).all() and np.isfinite(frame["loss"][1:]).all()
+    for log in trained:
+        assert log.loss == pytest.approx(log.id_loss + log.triplet_loss, rel=1e-5)
+        assert -1 <= log.different_cosine <= 1 and 0 <= log.top_pc_share <= 1
+    assert result.status in ("ok", "collapsed") and result.guard()["status"] == result.status
     out = result.checkpoint.parent
     for name in ("best.pt", "last.pt"):
         payload = torch.load(out / name, map_location="cpu", weights_only=True)
         assert payload["config"] == TINY.to_json() and "model" in payload
     last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-    assert last["epoch"] == 2 and {"optimizer", "scheduler", "rng"} <= set(last)
+    assert last["epoch"] == 2 and {"optimizer", "head", "rng"} <= set(last)
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    assert best["guard"]["status"] == result.status and "head" not in best
 
     model, config = T.load_reid_model(result.checkpoint)
     assert config == TINY.to_json() and not model.training
@@ -244,31 +241,32 @@ def test_train_writes_loadable_checkpoints(two_epoch_run, tmp_path):
     np.testing.assert_array_equal(first, T.embed_images(again, images, SIZE))
     latest, _ = T.load_reid_model(out / "last.pt")
     assert latest.checkpoint_info["epoch"] == 2
-    # the leave-one-out val mAP of the best checkpoint is reproduced from the loaded model
-    recomputed = T.leave_one_out_retrieval(first, [name for _, name in VAL_ITEMS])
-    assert recomputed["mAP"] == pytest.approx(result.best_val_mAP, abs=1e-6)
+    # the validation mAP of the best checkpoint is reproduced from the loaded model (core.evaluation metrics)
+    val_ids = [name for _, name in VAL_ITEMS]
+    recomputed = guard.validation_figures(first, val_ids, guard.validation_split(val_ids, TINY.seed))
+    assert recomputed["val_mAP"] == pytest.approx(result.best_val_mAP, abs=1e-6)
     # a ReIDNet checkpoint can seed a new run (fine-tuning): same weights, same vectors
     np.testing.assert_array_equal(first, T.embed_images(T.ReIDNet(result.checkpoint), images, SIZE))
 
 
 def test_train_is_deterministic_and_resumes_exactly(two_epoch_run, tmp_path):
     fresh = T.train(TRAIN_ITEMS, VAL_ITEMS, TINY, tmp_path / "b")
-    assert [log.loss for log in fresh.history] == [log.loss for log in two_epoch_run.history]
+    assert [log.loss for log in fresh.history[1:]] == [log.loss for log in two_epoch_run.history[1:]]
     assert [log.val_mAP for log in fresh.history] == [log.val_mAP for log in two_epoch_run.history]
 
     out = tmp_path / "c"
     seen: list[int] = []
     first = T.train(TRAIN_ITEMS, VAL_ITEMS, dataclasses.replace(TINY, epochs=1), out,
                     progress=lambda log: seen.append(log.epoch))
-    assert len(first.history) == 1 and seen == [1]
+    assert len(first.history) == 2 and seen == [1]
     resumed = T.train(TRAIN_ITEMS, VAL_ITEMS, TINY, out, progress=lambda log: seen.append(log.epoch))
     assert resumed.resumed_from == 1 and seen == [1, 2]
-    assert [log.epoch for log in resumed.history] == [1, 2]
+    assert [log.epoch for log in resumed.history] == [0, 1, 2]
     # warm-up covers epoch 1 either way, so the resumed run equals the uninterrupted one
-    assert [log.loss for log in resumed.history] == [log.loss for log in two_epoch_run.history]
+    assert [log.loss for log in resumed.history[1:]] == [log.loss for log in two_epoch_run.history[1:]]
     # nothing left to do: returns the state of last.pt
     done = T.train(TRAIN_ITEMS, VAL_ITEMS, TINY, out)
-    assert done.resumed_from == 2 and len(done.history) == 2 and not done.stopped_early
+    assert done.resumed_from == 2 and len(done.history) == 3 and not done.stopped_early
     # another config (or data) is refused instead of being mixed into this run
     with pytest.raises(ValueError, match="margin"):
         T.train(TRAIN_ITEMS, VAL_ITEMS, dataclasses.replace(TINY, margin=0.5), out)
@@ -282,10 +280,11 @@ def test_early_stopping_when_nothing_improves(tmp_path):
     val = [(a, "x"), (a, "x"), (b, "y"), (b, "y")]
     config = dataclasses.replace(TINY, epochs=5, lr=0.0, early_stopping_patience=1)
     result = T.train(TRAIN_ITEMS, val, config, tmp_path)
-    assert result.stopped_early
-    assert [log.epoch for log in result.history] == [1, 2]
-    assert result.best_epoch == 1 and result.best_val_mAP == 1.0
+    assert result.stopped_early and len(result.history) < 1 + 5  # stopped before the 5 epochs
+    assert result.best_val_mAP == 1.0
     assert all(log.lr == 0.0 for log in result.history)
+    # nothing was learned: rank-1 is not above the untrained network's, so the guard says collapsed
+    assert result.status == "collapsed" and "not above the untrained" in result.guard_message
 
 
 def test_train_input_errors(tmp_path):

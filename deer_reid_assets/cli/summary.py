@@ -27,7 +27,7 @@ class RunSummary:
     evaluation_table: str | None  # reid_evaluation's headline table (markdown)
     comparison_table: str | None  # embedding_report's before/after table (markdown)
     publish_table: str | None  # published_embeddings' decision per family (markdown)
-    model: dict[str, Any] | None  # finetuned_reid_model: version, best val mAP and epoch, device
+    model: dict[str, Any] | None  # finetuned_reid_model: version, guard status and line, best val figures, device
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, dict[str, Any]]) -> RunSummary:
@@ -36,7 +36,8 @@ class RunSummary:
 
         model = None
         if "finetuned_reid_model" in metadata:
-            model = {k: v("finetuned_reid_model", k) for k in ("model_version", "best_val_mAP", "best_epoch", "device")}
+            model = {k: v("finetuned_reid_model", k) for k in ("model_version", "status", "guard", "best_val_rank1",
+                                                               "best_val_mAP", "best_epoch", "device")}
         return cls(
             weights=v("baseline_embeddings", "weights"),
             method=v("deer_assignments", "method"),
@@ -61,6 +62,8 @@ class RunSummary:
             fmr = self.live_false_match_rate
             click.echo(f"      live assignment rate {self.live_assignment_rate:.3f}, live false-match rate "
                        + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+        if self.model is not None and self.model.get("guard"):
+            click.echo(f"      fine-tuned model {self.model['model_version']}: {self.model['guard']}")
         if self.evaluation_table is not None:
             click.echo("\nBaseline, held-out protocol (reid_evaluation):")
             click.echo(self.evaluation_table)

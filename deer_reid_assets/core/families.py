@@ -46,7 +46,8 @@ def _finetuned_embedder(family: Family, engine: sa.Engine | None, settings: Embe
 
     model = latest_model(engine) if engine is not None else None
     if model is None:
-        raise ValueError("no fine-tuned model yet: materialize finetuned_reid_model first (deer-reid train)")
+        raise ValueError("no usable fine-tuned model: materialize finetuned_reid_model first (deer-reid train); "
+                         "a collapsed model is never used")
     return FinetunedEmbedder(model["checkpoint_path"], device=settings.device, batch_size=settings.batch_size)
 
 

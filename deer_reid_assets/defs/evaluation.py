@@ -12,6 +12,7 @@ from deer_reid_assets.core.evaluation import protocol
 from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
 from deer_reid_assets.core.evaluation.report import compare_reports
 from deer_reid_assets.core.matcher_setup import current_ensemble
+from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, core_errors, md_image
@@ -90,8 +91,11 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
     (out / "reid_evaluation.json").write_text(json.dumps(payload, indent=2, default=str))
     protocol.save_evaluation(engine, "reid_evaluation", {families.BASELINE: version}, test.summary(), payload)
     table = headline_table({f"{q} queries": r.summary() for q, r in reports.items()})
+    with engine.connect() as conn:
+        weights = queries.weights_of(conn, [version])
     return dg.MaterializeResult(metadata={
         "embedding_version": version,
+        "weights": weights,
         "test_assignment_rate": dg.MetadataValue.float(test.assignment["assignment_rate"]),
         "test_false_match_rate": dg.MetadataValue.float(test.assignment["false_match_rate"]),
         "test_rank1": dg.MetadataValue.float(test.retrieval["rank1"]),
@@ -154,7 +158,10 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
     protocol.save_evaluation(engine, "embedding_report", payload["versions"], {"rows": payload["rows"]}, payload)
     shown = table.rename(columns={"mean_true_match_similarity_change_pct": "true-match sim change %"}).map(
         lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else v))
+    with engine.connect() as conn:
+        weights = queries.weights_of(conn, [v for v in payload["versions"].values() if v])
     return dg.MaterializeResult(metadata={
+        "weights": weights,
         "comparison": dg.MetadataValue.md(shown.to_markdown(index=False)),
         "plot": md_image(png, "assignment rate vs false-match rate per model"),
         "json": dg.MetadataValue.path(str(out / "embedding_report.json")),

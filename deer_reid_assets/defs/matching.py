@@ -8,6 +8,7 @@ from deer_reid_assets.core import families, matching
 from deer_reid_assets.core.evaluation import protocol
 from deer_reid_assets.core.evaluation.plots import ensemble_curve_plot
 from deer_reid_assets.core.matcher_setup import matcher_setup
+from deer_reid_assets.core.proposal_checks import degenerate_proposals
 from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
@@ -143,9 +144,15 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
                      f"({report.assignment_rate:.1%}) at threshold {threshold:.2f}")
     with engine.connect() as conn:
         sample = queries.top_assignments(conn, report.run_id)
+        weights = queries.weights_of(conn, list(models))
+        warning = degenerate_proposals(queries.run_proposals(conn, report.run_id))
+    if warning:
+        context.log.warning(warning)
     return dg.MaterializeResult(metadata={
         "method": method,
-        "models": dg.MetadataValue.json(models),
+        "weights": weights,
+        "proposal_warning": warning or "none (proposals spread over deer and similarities)",
+        "embedding_versions_and_ensemble_weights": dg.MetadataValue.json(models),
         "threshold": threshold,
         "detections_considered": report.considered,
         "assigned": report.assigned,

@@ -67,12 +67,16 @@ camera_upload_sensor_name = "camera_upload_sensor"
     "modification time have stayed the same between two evaluations; submitted photos are remembered in the cursor "
     "and never submitted twice; at most max_files per evaluation (bursts spread over several); names that escape "
     "the folder are refused and logged. Photos are grouped into batches per camera and capture day. A batch whose "
-    "import run failed is requested again (backing off, at most 5 attempts).",
+    "import run failed is requested again (backing off, at most 5 attempts). The folder is "
+    "ImageStoreResource.upload_dir ($DEER_REID_HOME/store/uploads by default); each tick's skip reason names it and "
+    "says whether it exists and what it is waiting for.",
 )
 def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: ImageStoreResource) -> dg.SensorResult:
     uploads = image_store.uploads
     if not uploads.is_dir():
-        return dg.SensorResult(skip_reason=f"upload folder {uploads} does not exist yet", cursor=context.cursor)
+        return dg.SensorResult(skip_reason=f"upload folder {uploads} does not exist yet: create it (or set "
+                               "ImageStoreResource.upload_dir) and drop photos into <camera>/ folders",
+                               cursor=context.cursor)
     result = scan_uploads(uploads, context.cursor, settle_seconds=image_store.upload_settle_seconds,
                           max_files=image_store.upload_max_files_per_tick)
     for name, reason in result.rejected:
@@ -89,7 +93,8 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
     new_keys = sorted({b.key for b in result.batches} - set(context.instance.get_dynamic_partitions(upload_batches.name)))
     skip = None
     if not requests:
-        skip = f"no new stable photos ({result.waiting} still being written, {result.deferred} deferred)"
+        skip = (f"no new stable photos in {uploads} ({result.waiting} still being written, "
+                f"{result.deferred} deferred)")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[upload_batches.build_add_request(new_keys)] if new_keys else [],

@@ -14,9 +14,15 @@ from deer_reid_assets.core.store import reid_models as training_store
 
 from .common import OWNERS, md_image, md_table
 from .ingest import crops
-from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
+from .resources import (
+    ComputeResource,
+    DatabaseResource,
+    ImageStoreResource,
+    ModelWeightsResource,
+)
 
 GROUP = "training"
+MIN_VALIDATION = 40  # below this many val crops, the manifest's test crops join the validation
 
 
 class TripletDatasetConfig(dg.Config):
@@ -63,22 +69,30 @@ class TrainingRunConfig(dg.Config):
     profile: str = Field(default="auto", description="'auto' (full on CUDA, cpu profile on CPU), 'full' or 'cpu'.")
     epochs: Optional[int] = Field(default=None, description="Override the profile's epochs.")
     image_size: Optional[int] = None
+    arch: Optional[str] = Field(default=None, description="'resnet18', 'resnet34' or 'resnet50'.")
+    head: Optional[str] = Field(default=None, description="'bnneck' (softmax ID loss) or 'arcface' (sub-center).")
+    last_stride: Optional[int] = None
     p: Optional[int] = Field(default=None, description="Identities per batch.")
     k: Optional[int] = Field(default=None, description="Crops per identity per batch.")
     margin: Optional[float] = None
+    id_weight: Optional[float] = None
+    triplet_weight: Optional[float] = None
+    optimizer: Optional[str] = Field(default=None, description="'adam', 'adamw' or 'sgd'.")
     lr: Optional[float] = None
     batches_per_epoch: Optional[int] = None
+    flip: Optional[bool] = Field(default=None, description="Horizontal flips (off: a flipped flank is a fake one).")
+    num_workers: Optional[int] = None
 
 
 def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
-    from deer_reid_assets.core.reid.training import TrainConfig
+    from deer_reid_assets.core.reid.config import TrainConfig
 
     profile = run.profile if run.profile != "auto" else ("full" if device.startswith("cuda") else "cpu")
-    if profile not in ("full", "cpu"):
-        raise dg.Failure(f"profile must be 'auto', 'full' or 'cpu', got {run.profile!r}")
     overrides = {k: v for k, v in run.model_dump().items() if k != "profile" and v is not None}
-    base = TrainConfig.cpu_profile() if profile == "cpu" else TrainConfig()
-    return TrainConfig.from_json({**base.to_json(), **overrides, "backbone_weights": weights, "seed": seed})
+    try:
+        return TrainConfig.profile(profile, **overrides, backbone_weights=weights, seed=seed)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 @dg.asset(
@@ -86,18 +100,22 @@ def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
     group_name=GROUP,
     kinds={"pytorch"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
     pool="gpu",
-    description="A deer-specific ResNet50 (imagenet weights when available, else seeded random) + 512-d embedding "
-    "head with BN-neck, trained with batch-hard triplet loss on P x K batches of the manifest's train split "
-    "(AdamW, warm-up + cosine decay, trail-camera augmentations, AMP/channels_last on CUDA), early-stopped on val "
-    "mAP. The best checkpoint is a versioned artefact (reid_models); an interrupted run resumes from its last epoch.",
+    description="The deer-specific re-ID model (Bag-of-Tricks recipe): a ResNet (50 on a GPU, 18 in the CPU profile; "
+    "ImageNet weights when cached, else seeded random) with last stride 1 and a BN-neck, trained with an ID loss "
+    "(label smoothing, bias-free classifier or sub-center ArcFace) on the BN-neck feature plus batch-hard triplet "
+    "loss on the pre-BN feature, P x K batches, Adam with warm-up + cosine decay, no flips. Each epoch records the "
+    "loss terms, validation rank-1/mAP, same/different-deer cosines and the top principal component's share; the "
+    "collapse guard marks a run that did not beat the untrained network (or whose different deer look alike) "
+    "`collapsed`, and a collapsed model is never used. The best checkpoint is a versioned artefact (reid_models); "
+    "an interrupted run resumes from its last epoch.",
 )
 def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunConfig, database: DatabaseResource,
                          image_store: ImageStoreResource, compute: ComputeResource,
                          model_weights: ModelWeightsResource) -> dg.MaterializeResult:
     from deer_reid_assets.core.evaluation.plots import training_curve_plot
-    from deer_reid_assets.core.reid import training
+    from deer_reid_assets.core.reid import trainer
 
     engine = database.get_engine()
     manifest_version = training_store.latest_manifest_version(engine)
@@ -109,41 +127,51 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
     run_id = hashlib.sha256(json.dumps([manifest_version, cfg.to_json()], sort_keys=True).encode()).hexdigest()[:10]
     out_dir = image_store.artifacts / "models" / f"{manifest_version}-{run_id}"
     train_items, val_items = manifest.split("train"), manifest.split("val")
-    if not _has_pair(val_items):  # leave-one-out validation needs a deer seen twice
+    if len(val_items) < MIN_VALIDATION or not _has_pair(val_items):  # too few to tell learning from noise
         val_items = val_items + manifest.split("test")
-        context.log.warning("the val split has no deer with two crops: validating on val + test of the manifest "
+        context.log.warning(f"the val split has {len(val_items)} crops: validating on val + test of the manifest "
                             "(the before/after report scores on the evaluation split's queries, never trained on)")
     if not _has_pair(val_items):
         raise dg.Failure(f"manifest {manifest_version} has too few labelled detections to validate on: label more "
                          "detections (no deer has two crops in val + test)")
 
-    context.log.info(f"training on {device}: {len(train_items)} train / {len(val_items)} val crops of manifest "
-                     f"{manifest_version}; checkpoints in {out_dir}")
+    context.log.info(f"training {cfg.arch} at {cfg.image_size} px on {device}: {len(train_items)} train / "
+                     f"{len(val_items)} val crops of manifest {manifest_version}; checkpoints in {out_dir}")
 
     def report(epoch) -> None:
-        context.log.info(f"epoch {epoch.epoch}/{cfg.epochs}: loss {epoch.loss:.4f}, val mAP {epoch.val_mAP:.3f}, "
-                         f"rank-1 {epoch.val_rank1:.3f}, {epoch.images_per_s:.1f} img/s")
+        context.log.info(f"epoch {epoch.epoch}/{cfg.epochs}: loss {epoch.loss:.3f} (id {epoch.id_loss:.3f}, triplet "
+                         f"{epoch.triplet_loss:.3f}), val rank-1 {epoch.val_rank1:.3f}, mAP {epoch.val_mAP:.3f}, "
+                         f"different-deer cosine {epoch.different_cosine:.2f}, {epoch.images_per_s:.1f} img/s")
 
     with compute.exclusive(engine):
-        result = training.train(train_items, val_items, cfg, out_dir, device=device,
-                                manifest_version=manifest_version, progress=report)
+        result = trainer.train(train_items, val_items, cfg, out_dir, device=device,
+                               manifest_version=manifest_version, callbacks=[report])
     history = result.history_frame()
+    guard = result.guard()
     version = training_store.register_model(
         engine, manifest_version=manifest_version, checkpoint=result.checkpoint, config=cfg.to_json(),
-        history=json.loads(history.to_json(orient="records")), best_val_map=result.best_val_mAP, device=device)
+        history=json.loads(history.to_json(orient="records")), best_val_map=result.best_val_mAP, device=device,
+        status=result.status, guard=guard)
+    (context.log.warning if result.status == "collapsed" else context.log.info)(result.guard_message)
+    trained = history[history["epoch"] > 0]
     return dg.MaterializeResult(metadata={
         "model_version": version,
+        "status": result.status,
+        "guard": result.guard_message,
+        "untrained_val_rank1": dg.MetadataValue.float(float(guard["untrained"]["val_rank1"])),
+        "best_val_rank1": dg.MetadataValue.float(result.best_val_rank1),
+        "best_val_mAP": dg.MetadataValue.float(result.best_val_mAP),
+        "best_epoch": result.best_epoch,
         "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
         "manifest_version": manifest_version,
         "device": device,
+        "weights": result.backbone_weights.get("description", ""),
         "config": dg.MetadataValue.json(cfg.to_json()),
-        "best_epoch": result.best_epoch,
-        "best_val_mAP": dg.MetadataValue.float(result.best_val_mAP),
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else "no",
-        "images_per_second": dg.MetadataValue.float(float(history["images_per_s"].mean())) if len(history) else 0.0,
+        "images_per_second": dg.MetadataValue.float(float(trained["images_per_s"].mean())) if len(trained) else 0.0,
         "history": md_table(history),
-        "curves": md_image(training_curve_plot(history), "loss and validation mAP per epoch"),
+        "curves": md_image(training_curve_plot(history), "loss terms, validation figures and pair cosines per epoch"),
     })
 
 

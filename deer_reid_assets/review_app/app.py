@@ -164,8 +164,20 @@ async def dashboard_page(request: Request) -> Response:
     weeks = dashboard.bar_svg([(w[5:], float(n)) for w, n in d.corrections_per_week], title="corrections per week")
     status = dashboard.bar_svg([("assigned", d.assigned), ("unassigned", d.valid_detections - d.assigned),
                                 ("backlog", d.backlog), ("reviewed", d.reviewed)], title="detections")
+    rank1 = dashboard.bar_svg([(e["when"][5:10], round(100 * (e["rank1"] or 0), 1)) for e in d.evaluations],
+                              title="rank-1 (%) per evaluation run")
     return _render(request, "dashboard.html", {"d": d, "pct": dashboard.percent, "weeks_svg": weeks,
-                                               "status_svg": status})
+                                               "status_svg": status, "rank1_svg": rank1})
+
+
+async def deer_page(request: Request) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    deer_id = security.valid_id(request.path_params["deer_id"])
+    with cfg.engine.connect() as conn:
+        deer = store.deer_page(conn, deer_id) if deer_id else None
+    if deer is None:
+        return PlainTextResponse("no such deer", 404)
+    return _render(request, "deer.html", {"deer": deer})
 
 
 def create_app(cfg: ReviewConfig) -> Starlette:
@@ -177,6 +189,7 @@ def create_app(cfg: ReviewConfig) -> Starlette:
         Route("/reviewer", set_reviewer, methods=["POST"]),
         Route("/crop/{detection_id}.jpg", crop),
         Route("/dashboard", dashboard_page),
+        Route("/deer/{deer_id}", deer_page),
         Route("/healthz", lambda r: PlainTextResponse("ok")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], middleware=[Middleware(_Guard)])

@@ -131,19 +131,30 @@ def ensemble_curve_plot(curve, chosen_weight: float) -> bytes:
 
 
 def training_curve_plot(history) -> bytes:
-    """Triplet loss and validation rank-1 / mAP per epoch of a training run."""
-    figure = _new_figure(8, 3.6)
-    loss_ax, val_ax = figure.subplots(1, 2)
-    loss_ax.plot(history["epoch"], history["loss"], marker="o", markersize=3)
+    """Loss terms, validation rank-1 / mAP and the same/different-deer cosines per epoch of a training
+    run (epoch 0 = the untrained network)."""
+    figure = _new_figure(11, 3.6)
+    loss_ax, val_ax, cos_ax = figure.subplots(1, 3)
+    for column in ("loss", "id_loss", "triplet_loss"):
+        if column in history:
+            loss_ax.plot(history["epoch"], history[column], marker="o", markersize=3, label=column)
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("batch-hard triplet loss")
     loss_ax.set_title("Training loss")
     loss_ax.grid(alpha=0.3)
+    loss_ax.legend(loc="best", fontsize="small")
     val_ax.plot(history["epoch"], history["val_mAP"], marker="o", markersize=3, label="val mAP")
     val_ax.plot(history["epoch"], history["val_rank1"], marker="o", markersize=3, label="val rank-1")
     val_ax.set_xlabel("epoch")
     val_ax.set_ylim(0, 1.02)
-    val_ax.set_title("Validation (leave-one-out retrieval)")
+    val_ax.set_title("Validation retrieval")
     val_ax.grid(alpha=0.3)
     val_ax.legend(loc="best", fontsize="small")
+    for column in ("same_cosine", "different_cosine"):
+        if column in history:
+            cos_ax.plot(history["epoch"], history[column], marker="o", markersize=3, label=column)
+    cos_ax.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="collapse line")
+    cos_ax.set_xlabel("epoch")
+    cos_ax.set_title("Mean pair cosine (validation)")
+    cos_ax.grid(alpha=0.3)
+    cos_ax.legend(loc="best", fontsize="small")
     return _png(figure)

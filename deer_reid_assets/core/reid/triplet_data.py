@@ -5,8 +5,9 @@
 * Honest evaluation: detections that are val/test *queries* of the stored evaluation split are left
   out, so the model never trains on what the before/after report scores it on.
 * Split 80/10/10 (train/val/test) by a hash of (seed, photo content hash + box): seeded, no
-  detection in two splits, stable when detections are added and the same in any database. Optionally a fraction of identities is held out whole
-  into test, so the score also covers animals the model never saw.
+  detection in two splits, stable when detections are added and the same in any database.
+  Optionally a fraction of identities is held out whole into test, so the score also covers animals
+  the model never saw.
 * Identities with one detection cannot form a positive pair: they are counted and reported.
 * Stored as a versioned manifest in the database (``tm-<hash>`` of its items and settings).
 """

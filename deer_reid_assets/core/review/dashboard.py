@@ -19,6 +19,7 @@ class Dashboard:
     audited: int              # audit samples a person decided
     audited_wrong: int        # ... where the matcher's deer was wrong (another deer, a new deer, not a deer)
     corrections_per_week: list[tuple[str, int]]
+    evaluations: list[dict]   # each reid_evaluation run: when, versions, its test-query figures
 
     @property
     def assignment_rate(self) -> float | None:
@@ -36,7 +37,12 @@ def compute(conn: sa.Connection) -> Dashboard:
     wrong = sum(1 for d in audits if d["action"] == "not_deer" or d["final_deer_id"] != d["proposed_deer_id"])
     return Dashboard(valid_detections=counts["valid"], assigned=counts["with_deer"], backlog=counts["backlog"],
                      reviewed=counts["reviewed"], audited=len(audits), audited_wrong=wrong,
-                     corrections_per_week=store.corrections_per_week(conn))
+                     corrections_per_week=store.corrections_per_week(conn),
+                     evaluations=[{"when": e["created_at"].strftime("%Y-%m-%d %H:%M"),
+                                   "versions": ", ".join(f"{k}={v}" for k, v in sorted(e["versions"].items())),
+                                   **{k: e["summary"].get(k) for k in ("rank1", "mAP", "assignment_rate",
+                                                                       "false_match_rate")}}
+                                  for e in store.evaluation_history(conn)])
 
 
 def percent(x: float | None) -> str:

@@ -61,3 +61,17 @@ def save_ensemble_search(conn: sa.Connection, *, version_a: str, version_b: str,
     return conn.execute(sa.insert(t.reid_ensemble_weights).values(
         version_a=version_a, version_b=version_b, weight=weight, threshold=threshold, meets_budget=meets_budget,
         max_false_match_rate=max_false_match_rate, search=search).returning(t.reid_ensemble_weights.c.id)).scalar_one()
+
+
+def weights_of(conn: sa.Connection, versions: list[str]) -> str:
+    """One line naming the weights behind each embedding version ('<version>: <weights description>')."""
+    rows = conn.execute(sa.text(
+        "SELECT version, weights_description FROM reid_embedding_versions WHERE version = ANY(:v) ORDER BY version"),
+        {"v": [v for v in versions if v]}).all()
+    return "; ".join(f"{v}: {d}" for v, d in rows) or "unknown (no embedding version recorded)"
+
+
+def run_proposals(conn: sa.Connection, run_id: str) -> list[tuple[str | None, float | None]]:
+    """(best deer, its similarity) of every detection an assignment run considered."""
+    return [(str(d) if d else None, float(s) if s is not None else None) for d, s in conn.execute(sa.text(
+        "SELECT best_deer_id, similarity FROM reid_assignment_log WHERE run_id = :r"), {"r": run_id}).all()]

@@ -174,3 +174,40 @@ def corrections_per_week(conn: sa.Connection) -> list[tuple[str, int]]:
         """SELECT to_char(date_trunc('week', created_at), 'YYYY-MM-DD') AS week, count(*)
            FROM reid_review_corrections WHERE undone_at IS NULL AND action <> 'skip' GROUP BY 1 ORDER BY 1"""))
     return [(w, int(n)) for w, n in rows]
+
+
+def decisions_since(conn: sa.Connection, after_id: int) -> tuple[int, int]:
+    """(decisions with id > after_id that are not skips nor undone, the newest correction id or after_id)."""
+    n, newest = conn.execute(sa.text(
+        """SELECT count(*) FILTER (WHERE action <> 'skip' AND undone_at IS NULL), max(id)
+           FROM reid_review_corrections WHERE id > :a"""), {"a": after_id}).one()
+    return int(n), int(newest) if newest is not None else after_id
+
+
+def deer_page(conn: sa.Connection, deer_id: str, crops: int = 48) -> dict[str, Any] | None:
+    """A deer's name and sex, its crops (newest first, reviewed marked) and its sightings per camera
+    and month; None when there is no such deer."""
+    head = conn.execute(sa.text("SELECT id::text AS deer_id, name, sex::text AS sex FROM deer WHERE id::text = :d"),
+                        {"d": deer_id}).mappings().first()
+    if head is None:
+        return None
+    gallery = conn.execute(sa.text(
+        """SELECT x.id::text AS detection_id, x.is_reviewed, i.timestamp, l.name AS camera
+           FROM detections x JOIN images i ON i.id = x.image_id LEFT JOIN locations l ON l.id = i.location_id
+           JOIN reid_crops c ON c.detection_id = x.id AND c.status = 'ok'
+           WHERE x.deer_id::text = :d ORDER BY i.timestamp DESC, x.id LIMIT :n"""), {"d": deer_id, "n": crops})
+    sightings = conn.execute(sa.text(
+        """SELECT COALESCE(l.name, 'unknown') AS camera, to_char(date_trunc('month', i.timestamp), 'YYYY-MM') AS month,
+                  count(*) AS sightings
+           FROM detections x JOIN images i ON i.id = x.image_id LEFT JOIN locations l ON l.id = i.location_id
+           WHERE x.deer_id::text = :d GROUP BY 1, 2 ORDER BY 2, 1"""), {"d": deer_id})
+    return {**dict(head), "gallery": [dict(r) for r in gallery.mappings()],
+            "sightings": [dict(r) for r in sightings.mappings()]}
+
+
+def evaluation_history(conn: sa.Connection, limit: int = 12) -> list[dict[str, Any]]:
+    """The newest ``reid_evaluation`` runs (oldest first): when, which versions, their test summary."""
+    rows = conn.execute(sa.text(
+        """SELECT * FROM (SELECT id, created_at, versions, summary FROM reid_evaluations
+                          WHERE name = 'reid_evaluation' ORDER BY id DESC LIMIT :n) x ORDER BY id"""), {"n": limit})
+    return [dict(r) for r in rows.mappings()]
