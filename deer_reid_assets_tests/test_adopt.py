@@ -37,7 +37,9 @@ def test_adopt_dry_run_then_real_then_a_second_run_that_does_nothing(their_db):
     actions = {s.version: s.action for s in plan}
     theirs = [f"{i:03d}" for i in range(1, 13)] + ["020", "021"]
     assert all(actions[v] == "record" for v in theirs)
-    assert [v for v, a in actions.items() if a == "apply"] == ["013", "014", "015", "016", "017", "018", "019", "022"]
+    ours = [m.version for m in migrations.discover() if m.version not in theirs]
+    assert {"013", "018", "022"} <= set(ours)
+    assert [v for v, a in actions.items() if a == "apply"] == ours
     index_note = next(s for s in plan if s.version == "003").detail
     assert "idx_images_processing_status" in index_note and "another name" in index_note
     with engine.connect() as conn:  # a dry run changes nothing, not even the history table
