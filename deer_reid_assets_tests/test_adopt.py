@@ -166,7 +166,8 @@ def test_adopt_and_cutover_from_the_command_line(their_db, reid_home):
     assert "would 001_initial_schema: record (found by shape)" in dry.output and "nothing was changed" in dry.output
     assert _recorded(engine) == {}
     real = run("db", "migrate", "--adopt")
-    assert real.exit_code == 0 and "done: 14 recorded as already there, 8 applied" in real.output
+    ours = len(migrations.discover()) - 14  # the existing system's 001-012, 020 and 021 are recorded, not run
+    assert real.exit_code == 0 and f"done: 14 recorded as already there, {ours} applied" in real.output
     assert "database is up to date" in run("db", "migrate", "--adopt").output
     undo = run("cutover", "--undo")
     assert undo.exit_code == 1 and undo.output.strip() == "deer-reid: there is no cut-over to undo"
