@@ -8,25 +8,10 @@ keypoints replaces the ones it had, in one transaction, and logs the processing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sqlalchemy as sa
 
-PARTS = ("main_beam", "brow_tine", "g2", "g3", "g4", "tip", "bez_tine", "royal_tine")
-KEYPOINT_NAMES = tuple(f"{side}_{part}" for side in ("left", "right") for part in PARTS)
-
-
-@dataclass(frozen=True)
-class Keypoint:
-    index: int
-    x: float
-    y: float
-    visibility: int = 2
-    confidence: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return KEYPOINT_NAMES[self.index]
+from deer_reid_assets.core.antlers.layout import KEYPOINT_NAMES, PARTS  # noqa: F401  (re-exported)
+from deer_reid_assets.core.antlers.layout import Point as Keypoint
 
 
 def _check(points: list[Keypoint], detection_id: str) -> None:
