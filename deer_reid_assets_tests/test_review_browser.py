@@ -83,6 +83,25 @@ def _shot(driver, name: str) -> None:
     driver.save_screenshot(str(folder / f"{name}.png"))
 
 
+def _until(check, timeout: float = 15.0) -> bool:
+    """Poll ``check`` until it holds (a form post and the page after it take a moment on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except Exception:  # a page mid-navigation: its elements go stale
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _wait_text(driver, element_id: str, text: str) -> None:
+    assert _until(lambda: text in driver.find_element("id", element_id).text), \
+        f"#{element_id} never said {text!r}: {driver.find_element('id', element_id).text!r}"
+
+
 def _current(driver) -> str:
     return driver.find_element("id", "detection-crop").get_attribute("src").rsplit("/", 1)[1].removesuffix(".jpg")
 
@@ -97,31 +116,32 @@ def test_review_confirm_new_deer_reassign_undo_and_dashboard(server, browser):
     assert _current(browser) == ids["uncertain"] and browser.find_element(By.ID, "reason").text == "uncertain"
     assert browser.execute_script("return document.getElementById('detection-crop').naturalWidth") == 64
 
-    # confirm with the keyboard shortcut
+    # confirm with the keyboard shortcut (each action posts a form: wait for the next page, not a fixed time)
     browser.find_element(By.TAG_NAME, "body").send_keys("c")
-    assert "confirm saved" in browser.find_element(By.ID, "message").text
-    assert review_fields(engine, ids["uncertain"])["deer_id"] == ids["A"]
+    _wait_text(browser, "message", "confirm saved")
+    assert _until(lambda: review_fields(engine, ids["uncertain"])["deer_id"] == ids["A"])
     assert review_fields(engine, ids["uncertain"])["reviewed_by"] == "browser"
 
     # the new-animal candidate becomes a new deer
     assert _current(browser) == ids["new"]
     browser.find_element(By.ID, "new-deer-name").send_keys("Split Ear")
     browser.find_element(By.ID, "new-deer").click()
+    assert _until(lambda: review_fields(engine, ids["new"])["deer_id"] is not None)
     new_deer = review_fields(engine, ids["new"])["deer_id"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT name FROM deer WHERE id::text = :d"), {"d": new_deer}).scalar() == "Split Ear"
 
     # an audit sample reassigned to deer C through the list
+    assert _until(lambda: _current(browser) in (ids["audit1"], ids["audit2"]))
     audit = _current(browser)
-    assert audit in (ids["audit1"], ids["audit2"])
     Select(browser.find_element(By.ID, "other-deer")).select_by_visible_text("C (doe)")
     browser.find_element(By.ID, "reassign").click()
-    assert review_fields(engine, audit)["deer_id"] == ids["C"]
+    assert _until(lambda: review_fields(engine, audit)["deer_id"] == ids["C"]), review_fields(engine, audit)
 
     # undo (key u) puts the audit sample back, unreviewed, at the front of the audits
     browser.find_element(By.TAG_NAME, "body").send_keys("u")
-    assert "undid reassign" in browser.find_element(By.ID, "message").text
-    assert review_fields(engine, audit)["is_reviewed"] is False
+    _wait_text(browser, "message", "undid reassign")
+    assert _until(lambda: review_fields(engine, audit)["is_reviewed"] is False)
 
     browser.find_element(By.CSS_SELECTOR, ".candidate a").click()  # the first candidate's deer page
     assert browser.find_element(By.ID, "deer-name").text.endswith("(buck)")
