@@ -40,13 +40,17 @@ def _pretrained_embedder(family: Family, engine: sa.Engine | None, settings: Emb
                     device=settings.device, batch_size=settings.batch_size)
 
 
+class NoUsableModel(ValueError):
+    """A trained family has no model to embed with: none trained yet, or the guard marked it collapsed."""
+
+
 def _finetuned_embedder(family: Family, engine: sa.Engine | None, settings: EmbedderSettings) -> Any:
     from deer_reid_assets.core.embed.finetuned import FinetunedEmbedder
     from deer_reid_assets.core.store.reid_models import latest_model
 
     model = latest_model(engine) if engine is not None else None
     if model is None:
-        raise ValueError("no usable fine-tuned model: materialize finetuned_reid_model first (deer-reid train); "
+        raise NoUsableModel("no usable fine-tuned model: materialize finetuned_reid_model first (deer-reid train); "
                          "a collapsed model is never used")
     return FinetunedEmbedder(model["checkpoint_path"], device=settings.device, batch_size=settings.batch_size)
 

@@ -66,8 +66,16 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
                image_store: ImageStoreResource, compute: ComputeResource,
                model_weights: ModelWeightsResource) -> dg.MaterializeResult:
         engine = database.get_engine()
-        with core_errors():
-            embedder = family.embedder(engine, embedder_settings(compute, model_weights))
+        try:
+            with core_errors():
+                embedder = family.embedder(engine, embedder_settings(compute, model_weights))
+        except dg.Failure as exc:
+            if not isinstance(exc.__cause__, families.NoUsableModel):
+                raise
+            # A collapsed (or absent) trained model is not an error of this run: nothing is staged, the
+            # audit says so, and the published versions stay as they are.
+            context.log.warning(str(exc.__cause__))
+            return dg.MaterializeResult(metadata={"version": "none", "skipped": str(exc.__cause__)})
         context.log.info(f"weights: {embedder.weights.description}")
         with compute.exclusive(engine):
             report = versions.embed_crops(
@@ -98,6 +106,11 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
         engine = database.get_engine()
         with engine.connect() as conn:
             latest = versions.latest_version(conn, family.name)
+        if latest is None and not family.pretrained:
+            try:
+                family.embedder(engine)
+            except families.NoUsableModel as exc:
+                return dg.AssetCheckResult(passed=True, description=f"nothing staged, nothing to publish: {exc}")
         if latest is None:
             return dg.AssetCheckResult(passed=False, description=f"no complete {family.name} version to audit")
         result = audit_core.audit_version(engine, latest.version, tolerance=config.tolerance,
