@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from deer_reid_assets.defs import automation, embeddings, evaluation, ingest, matching, review, sensors, training
+from deer_reid_assets.defs import (
+    antlers,
+    automation,
+    embeddings,
+    evaluation,
+    ingest,
+    matching,
+    review,
+    sensors,
+    training,
+)
 from deer_reid_assets.defs.resources import (
     ComputeResource,
     DatabaseResource,
@@ -29,6 +39,8 @@ ALL_ASSETS = [
     embeddings.published_embeddings,
     matching.ensemble_weights,
     matching.deer_profiles,
+    antlers.antler_detector,
+    antlers.antler_features,
     matching.deer_assignments,
     evaluation.reid_evaluation,
     evaluation.embedding_report,
@@ -41,21 +53,24 @@ REVIEW_ASSETS = [review.review_labels]
 
 # The deer-specific model: what `deer-reid demo --no-train` leaves out and `deer-reid train` runs ...
 TRAINING_ASSETS = [training.triplet_dataset, training.finetuned_reid_model, embeddings.finetuned_embeddings]
+# The antler keypoint model trains on annotations a person imported (`deer-reid antlers import`); it is
+# launched on purpose, not part of the demo's or the report's runs.
+ANTLER_TRAINING = [antlers.antler_detector]
 # ... followed by what a new model changes: published if it beats the matcher, profiles, matching, the report.
 AFTER_TRAINING = [embeddings.published_embeddings, matching.deer_profiles, matching.deer_assignments,
                   evaluation.embedding_report]
 # From crops already in the database (`deer-reid import-crops`) to the before/after report, without training.
-FROM_CROPS = [a for a in ALL_ASSETS if a not in TRAINING_ASSETS and a is not ingest.camera_images]
+FROM_CROPS = [a for a in ALL_ASSETS if a not in TRAINING_ASSETS + ANTLER_TRAINING and a is not ingest.camera_images]
 
 
 def graph(*, train: bool) -> list:
     """The whole graph in dependency order, with or without the training assets."""
-    return [a for a in ALL_ASSETS if train or a not in TRAINING_ASSETS]
+    return [a for a in ALL_ASSETS if a not in ANTLER_TRAINING and (train or a not in TRAINING_ASSETS)]
 
 # The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
 reid_pipeline_job = dg.define_asset_job(
     "reid_pipeline",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    selection=dg.AssetSelection.assets(*[a for a in ALL_ASSETS if a not in ANTLER_TRAINING]),
     description="Import photos, crop, embed with every model, tune the ensemble, build profiles, assign and evaluate.",
 )
 

@@ -9,7 +9,7 @@ import dagster as dg
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, REVIEW_ASSETS, defs
 
 GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
-              "finetuned_reid_model", "finetuned_embeddings"}
+              "finetuned_reid_model", "finetuned_embeddings", "antler_detector"}
 
 
 def test_definitions_load_and_every_asset_is_described():
@@ -18,7 +18,8 @@ def test_definitions_load_and_every_asset_is_described():
     assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "multiscale_embeddings",
                     "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
                     "deer_assignments", "reid_evaluation", "embedding_report", "triplet_dataset",
-                    "finetuned_reid_model", "finetuned_embeddings", "review_labels"}
+                    "finetuned_reid_model", "finetuned_embeddings", "review_labels", "antler_detector",
+                    "antler_features"}
     for asset in ALL_ASSETS + REVIEW_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()
@@ -42,7 +43,8 @@ def test_embeddings_are_audited_by_blocking_checks_and_recompute_automatically()
         name = asset.key.to_user_string()
         condition = graph.get(asset.key).automation_condition
         # uploads come from the sensor; training is launched on purpose (it takes hours on a CPU)
-        assert (condition is None) == (name in {"camera_images", "triplet_dataset", "finetuned_reid_model"}), name
+        assert (condition is None) == (name in {"camera_images", "triplet_dataset", "finetuned_reid_model",
+                                                 "antler_detector"}), name
     sensor = defs.resolve_sensor_def("deer_reid_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

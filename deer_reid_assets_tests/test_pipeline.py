@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.embed import versions as embeddings
-from deer_reid_assets.definitions import ALL_ASSETS, TRAINING_ASSETS
+from deer_reid_assets.definitions import ALL_ASSETS, ANTLER_TRAINING, TRAINING_ASSETS
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets_tests.helpers import run_pipeline
@@ -40,7 +40,11 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
     result = run_pipeline(resources)
     assert result.success
     meta = _metadata(result)
-    assert set(meta) == {a.key.to_user_string() for a in ALL_ASSETS if a not in TRAINING_ASSETS}
+    assert set(meta) == {a.key.to_user_string() for a in ALL_ASSETS if a not in TRAINING_ASSETS + ANTLER_TRAINING}
+    # no keypoints in the synthetic photos yet: the antler assets run and say so
+    assert meta["antler_features"]["buck_detections_with_keypoints"] == 0
+    assert meta["deer_assignments"]["changed_by_antler_constraint"] == 0
+    assert meta["reid_evaluation"]["live_buck_misidentification_rate"] is not None
 
     with engine.connect() as conn:
         q = lambda sql: conn.execute(sa.text(sql)).scalar()  # noqa: E731

@@ -4,7 +4,14 @@ Every command prints one clear line and exits non-zero on bad input or an unreac
 The write commands run the same assets (or the same core functions) the Dagster graph runs.
 """
 
-from deer_reid_assets.cli import data, database, embeddings, pipeline, review  # noqa: F401 - register the commands
+from deer_reid_assets.cli import (  # noqa: F401 - register the commands
+    antlers,
+    data,
+    database,
+    embeddings,
+    pipeline,
+    review,
+)
 from deer_reid_assets.cli.common import main
 
 __all__ = ["main"]

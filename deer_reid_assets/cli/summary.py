@@ -24,6 +24,8 @@ class RunSummary:
     assignment_run: str | None
     live_assignment_rate: float | None
     live_false_match_rate: float | str | None
+    live_buck_misidentification_rate: float | str | None
+    antler_point_counts: dict | str | None
     evaluation_table: str | None  # reid_evaluation's headline table (markdown)
     comparison_table: str | None  # embedding_report's before/after table (markdown)
     publish_table: str | None  # published_embeddings' decision per family (markdown)
@@ -47,6 +49,8 @@ class RunSummary:
             assignment_run=v("deer_assignments", "assignment_run"),
             live_assignment_rate=v("reid_evaluation", "live_assignment_rate"),
             live_false_match_rate=v("reid_evaluation", "live_false_match_rate"),
+            live_buck_misidentification_rate=v("reid_evaluation", "live_buck_misidentification_rate"),
+            antler_point_counts=v("reid_evaluation", "antler_point_count_accuracy"),
             evaluation_table=v("reid_evaluation", "summary"),
             comparison_table=v("embedding_report", "comparison"),
             publish_table=v("published_embeddings", "publish"),
@@ -62,8 +66,17 @@ class RunSummary:
             fmr = self.live_false_match_rate
             click.echo(f"      live assignment rate {self.live_assignment_rate:.3f}, live false-match rate "
                        + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+            bmr = self.live_buck_misidentification_rate
+            click.echo("      live buck misidentification rate (bucks assigned to a wrong buck / bucks assigned) "
+                       + (f"{bmr:.3f}" if isinstance(bmr, float) else str(bmr)))
         if self.model is not None and self.model.get("guard"):
             click.echo(f"      fine-tuned model {self.model['model_version']}: {self.model['guard']}")
+        if isinstance(self.antler_point_counts, dict):
+            pc = self.antler_point_counts
+            click.echo(f"      antler point counts from keypoints, exact: left {pc['left_exact']:.3f}, right "
+                       f"{pc['right_exact']:.3f}, total {pc['total_exact']:.3f} over {pc['detections']} buck detections")
+        elif self.antler_point_counts is not None:
+            click.echo(f"      antler point counts: {self.antler_point_counts}")
         if self.evaluation_table is not None:
             click.echo("\nBaseline, held-out protocol (reid_evaluation):")
             click.echo(self.evaluation_table)

@@ -54,6 +54,7 @@ class AssignReport:
     threshold: float
     rescored: int = 0  # detections re-scored against every profile after the top-k bound check
     proposals_only: bool = False  # the existing system owns live matching (see core/coexistence.py)
+    antler_vetoes: int = 0  # detections the antler constraint kept from their best (above-threshold) deer
 
     @property
     def assignment_rate(self) -> float:
@@ -265,13 +266,19 @@ _PROFILE_LOCK = 0x5EED_0FF1
 
 
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
-                      top_k: int = 5, method: str | None = None, run_id: str | None = None) -> AssignReport:
+                      top_k: int = 5, method: str | None = None, run_id: str | None = None,
+                      antler_tolerance: int | None = 0) -> AssignReport:
     """Match every unreviewed detection against the profiles; one transaction.
 
     ``models`` is one embedding version, or ``{version: weight}`` whose weights sum to 1: the
     combined similarity is sum(weight x cosine) over the versions, computed exactly for the union
     of each version's pgvector top-k candidates (with a bound check that falls back to all
-    profiles, so the exact combined top-1 is never missed)."""
+    profiles, so the exact combined top-1 is never missed).
+
+    ``antler_tolerance``: the season-aware antler constraint (``core.antlers``): a candidate whose
+    confident point count in the detection's hard-antler season differs by more than this from the
+    detection's is skipped; None switches it off. Each time it changed the decision the run's
+    ``config.antler_constraint.changed`` says which deer was skipped and why."""
     if isinstance(models, str):
         models = {models: 1.0}
     if not models or any(w < 0 for w in models.values()) or abs(sum(models.values()) - 1.0) > 1e-6:
@@ -292,10 +299,17 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
                 candidates[det] = full[det]
         mode = coexistence.live_mode(conn)
         protected = coexistence.protected_detections(conn) if mode.ours and not mode.reassign else set()
-        log, scores = [], []
+        antlers = None
+        if antler_tolerance is not None:
+            from deer_reid_assets.core.antlers.profiles import AntlerConstraint
+
+            antlers = AntlerConstraint.load(conn, tolerance=antler_tolerance)
+        log, scores, antler_changes = [], [], []
         assigned = changed = no_candidate = 0
         for det, prev in previous.items():
             ranked = candidates.get(det, [])
+            if antlers is not None:
+                ranked = antlers.filter(det, ranked, threshold, antler_changes)
             best = ranked[0] if ranked else None
             new = best.deer_id if best is not None and best.similarity >= threshold else None
             if det in protected:  # the worker's automatic assignment: only `cutover --reassign` changes it
@@ -316,7 +330,9 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
                 })
         conn.execute(sa.insert(t.reid_assignment_runs).values(
             run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
-            config={"top_k": top_k, "rescored_against_all_profiles": len(unsure)},
+            config={"top_k": top_k, "rescored_against_all_profiles": len(unsure),
+                    "antler_constraint": None if antlers is None else {
+                        "tolerance": antler_tolerance, "changed": antler_changes}},
             n_considered=len(previous), n_assigned=assigned))
         if not mode.ours:  # the existing system owns live matching: propose, change nothing of its own
             if log:
@@ -324,7 +340,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             coexistence.record_proposals(conn, run_id, log)
             return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
                                 no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
-                                proposals_only=True)
+                                proposals_only=True, antler_vetoes=len(antler_changes))
         if log:
             conn.execute(sa.insert(t.reid_assignment_log), log)
             _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
@@ -341,7 +357,8 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
                 scores)
         refresh_sighting_stats(conn)
     return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
-                        no_candidate=no_candidate, threshold=threshold, rescored=len(unsure))
+                        no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
+                        antler_vetoes=len(antler_changes))
 
 
 def stored_score(cosine: float) -> Decimal:

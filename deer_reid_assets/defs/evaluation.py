@@ -63,11 +63,13 @@ class EvaluationConfig(dg.Config):
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
     automation_condition=DOWNSTREAM,
     description="Re-ID evaluation of the published baseline embeddings: assignment rate, false-match rate, rank-1, "
     "mAP, the threshold sweep and the best threshold at FMR <= 5%, on a seeded identity-aware split with held-out "
-    "individuals; plus what deer_assignments actually wrote, scored against hidden ground truth. JSON + plot.",
+    "individuals; plus what deer_assignments actually wrote, scored against hidden ground truth (false matches, buck "
+    "misidentification: bucks assigned to a wrong buck), and the antler point counts per side from stored keypoints "
+    "against the ground truth. JSON + plot.",
 )
 def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, database: DatabaseResource,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
@@ -79,14 +81,17 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                                                seed=config.split_seed, max_false_match_rate=config.max_false_match_rate)
         for query_set in ("val", "test")
     }
+    from deer_reid_assets.core.antlers.evaluation import point_count_accuracy
+
     with engine.connect() as conn:
         live = protocol.live_assignment_stats(conn)
+        points = point_count_accuracy(conn)
     test = reports["test"]
     png = evaluation_plot(test, f"baseline ({version}), test queries")
     out = image_store.reports
     out.mkdir(parents=True, exist_ok=True)
     (out / "reid_evaluation.png").write_bytes(png)
-    payload = {"embedding_version": version, "live_assignments": live,
+    payload = {"embedding_version": version, "live_assignments": live, "antler_point_counts": points,
                **{q: json.loads(r.to_json()) for q, r in reports.items()}}
     (out / "reid_evaluation.json").write_text(json.dumps(payload, indent=2, default=str))
     protocol.save_evaluation(engine, "reid_evaluation", {families.BASELINE: version}, test.summary(), payload)
@@ -104,6 +109,10 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
         "live_assignment_rate": dg.MetadataValue.float(live["assignment_rate"]),
         "live_false_match_rate": dg.MetadataValue.float(live["false_match_rate"])
         if live["false_match_rate"] is not None else "no ground truth",
+        "live_buck_misidentification_rate": dg.MetadataValue.float(live["buck_misidentification_rate"])
+        if live["buck_misidentification_rate"] is not None else "no bucks assigned with ground truth",
+        "antler_point_count_accuracy": dg.MetadataValue.json(points) if points["detections"]
+        else "no buck detection with keypoints and a ground-truth count",
         "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
         "plot": md_image(png, "similarity histograms and threshold curves"),
         "json": dg.MetadataValue.path(str(out / "reid_evaluation.json")),

@@ -1,6 +1,8 @@
 """Matching assets: deer profiles from labelled detections, the ensemble's weights, and the
 assignment of every unreviewed detection."""
 
+from typing import Optional
+
 import dagster as dg
 from pydantic import Field
 
@@ -11,6 +13,7 @@ from deer_reid_assets.core.matcher_setup import matcher_setup
 from deer_reid_assets.core.proposal_checks import degenerate_proposals
 from deer_reid_assets.core.store import queries
 
+from .antlers import antler_features
 from .automation import DOWNSTREAM
 from .common import OWNERS, core_errors, md_image, md_table
 from .embeddings import published_embeddings
@@ -116,20 +119,25 @@ class AssignmentConfig(dg.Config):
     top_k: int = Field(default=5, description="Candidates retrieved per detection and model.")
     method: str = Field(default="auto", description="'auto' (tuned ensemble when there is one, else baseline), "
                         "'ensemble' or 'baseline'.")
+    antler_tolerance: Optional[int] = Field(
+        default=0, description="Season-aware antler constraint: bucks of one hard-antler season whose confident point "
+        "counts differ by more than this cannot match; null switches it off.")
 
 
 @dg.asset(
-    deps=[deer_profiles, ensemble_weights],
+    deps=[deer_profiles, ensemble_weights, antler_features],
     group_name=GROUP,
     kinds={"postgres"},
     owners=OWNERS,
-    code_version="2",
+    code_version="3",
     automation_condition=DOWNSTREAM,
     description="Every unreviewed detection matched to its nearest profile of a compatible sex. Candidates come from "
     "pgvector (cosine top-k per model); with the tuned ensemble the combined similarity is computed exactly and a "
     "bound check re-scores against all profiles when the top-k could miss the best. Assigned when similarity >= "
     "threshold (detections.deer_id, reid_similarity_scores), otherwise left unassigned; each run is logged with the "
-    "previous values so it can be rolled back.",
+    "previous values so it can be rolled back. The season-aware antler constraint skips a buck candidate whose "
+    "confident point count in the same hard-antler season differs (antler_tolerance); each time it changed a "
+    "decision the run records it.",
 )
 def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig,
                      database: DatabaseResource) -> dg.MaterializeResult:
@@ -139,7 +147,7 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     report = matching.assign_detections(engine, models, threshold=threshold, top_k=config.top_k, method=method,
-                                        run_id=context.run_id)
+                                        run_id=context.run_id, antler_tolerance=config.antler_tolerance)
     context.log.info(f"{method}: assigned {report.assigned}/{report.considered} detections "
                      f"({report.assignment_rate:.1%}) at threshold {threshold:.2f}")
     with engine.connect() as conn:
@@ -160,6 +168,8 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
         "changed": report.changed,
         "without_compatible_profile": report.no_candidate,
         "rescored_against_all_profiles": report.rescored,
+        "antler_constraint": "off" if config.antler_tolerance is None else f"tolerance {config.antler_tolerance}",
+        "changed_by_antler_constraint": report.antler_vetoes,
         "assignment_run": report.run_id,
         "top_matches": md_table(sample),
     })

@@ -85,8 +85,13 @@ def read_dataset(data_file: Path) -> tuple[list[AnnotatedImage], list[FileError]
         shape = config.get("kpt_shape")
         if shape is None or list(shape)[0] != layout.N_KEYPOINTS or list(shape)[1] not in (2, 3):
             raise ValueError(f"kpt_shape must be [16, 3] (or [16, 2]), got {shape}")
-    except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
-        raise ValueError(f"{data_file}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{data_file}: not a readable data.yaml ({getattr(e, 'problem', None) or 'YAML error'}{where})"
+                         ) from None
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{data_file}: {' '.join(str(e).split())}") from None
     root = Path(config.get("path") or data_file.parent)
     if not root.is_absolute():
         root = data_file.parent / root

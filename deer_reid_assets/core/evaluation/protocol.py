@@ -225,7 +225,8 @@ def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b:
 
 def live_assignment_stats(conn: sa.Connection) -> dict:
     """What the matcher wrote: unreviewed valid detections, how many have a deer, and (where hidden
-    ground truth exists) how many of those are the wrong deer."""
+    ground truth exists) how many of those are the wrong deer; the buck misidentification rate is
+    bucks assigned to a wrong buck / bucks assigned."""
     row = conn.execute(sa.text(
         """
         SELECT count(*) AS detections,
@@ -235,7 +236,10 @@ def live_assignment_stats(conn: sa.Connection) -> dict:
                count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND d.deer_id IS NOT NULL
                                 AND dr.name IS DISTINCT FROM gt.identity) AS false_matches,
                count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND gt.identity IN
-                                (SELECT name FROM deer WHERE name IS NOT NULL)) AS truth_has_profile_row
+                                (SELECT name FROM deer WHERE name IS NOT NULL)) AS truth_has_profile_row,
+               count(*) FILTER (WHERE gt.sex = 'buck' AND d.deer_id IS NOT NULL) AS bucks_assigned,
+               count(*) FILTER (WHERE gt.sex = 'buck' AND d.deer_id IS NOT NULL AND dr.sex::text = 'buck'
+                                AND dr.name IS DISTINCT FROM gt.identity) AS bucks_misidentified
         FROM detections d
         JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
         LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
@@ -247,6 +251,8 @@ def live_assignment_stats(conn: sa.Connection) -> dict:
     stats["assignment_rate"] = stats["assigned"] / stats["detections"] if stats["detections"] else 0.0
     stats["false_match_rate"] = (stats["false_matches"] / stats["assigned_with_truth"]
                                  if stats["assigned_with_truth"] else None)
+    stats["buck_misidentification_rate"] = (stats["bucks_misidentified"] / stats["bucks_assigned"]
+                                            if stats["bucks_assigned"] else None)
     return stats
 
 

@@ -1,0 +1,101 @@
+"""Antler assets: the keypoint model trained on the stored annotations, and the antler features
+(per buck detection, aggregated per antler season onto the deer table) that matching uses."""
+
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from .automation import DOWNSTREAM
+from .common import OWNERS, core_errors, md_table
+from .ingest import detections
+from .resources import ComputeResource, DatabaseResource, ImageStoreResource
+
+GROUP = "antlers"
+
+
+class AntlerDetectorConfig(dg.Config):
+    profile: str = Field(default="auto", description="'auto' (full on CUDA, cpu otherwise), 'full' or 'cpu'.")
+    epochs: Optional[int] = Field(default=None, description="Override the profile's epochs.")
+    weights_dir: Optional[str] = Field(default=None, description="Folder holding yolov8n-pose.pt (else the yaml).")
+
+
+@dg.asset(
+    deps=[detections],
+    group_name=GROUP,
+    kinds={"pytorch", "ultralytics"},
+    owners=OWNERS,
+    code_version="1",
+    pool="gpu",
+    description="YOLOv8-pose (16 antler keypoints, classes buck/doe/fawn) trained on the annotations stored in "
+    "antler_keypoints (imported with `deer-reid antlers import`, never the model's own predictions), from "
+    "yolov8n-pose.pt when present locally else from yolov8n-pose.yaml (random init, said in the metadata). "
+    "Profiles: cpu (1 epoch at 64 px: proves the path) and full (100 epochs at 640 px, for a GPU). The checkpoint "
+    "is versioned in reid_antler_models with box/pose mAP and the per-keypoint error on the validation photos.",
+)
+def antler_detector(context: dg.AssetExecutionContext, config: AntlerDetectorConfig, database: DatabaseResource,
+                    image_store: ImageStoreResource, compute: ComputeResource) -> dg.MaterializeResult:
+    from pathlib import Path
+
+    from deer_reid_assets.core.antlers.training import train_from_annotations
+
+    engine = database.get_engine()
+    device = compute.resolve()
+    profile = config.profile if config.profile != "auto" else ("full" if device.startswith("cuda") else "cpu")
+    with core_errors(), compute.exclusive(engine):
+        model = train_from_annotations(engine, image_store.artifacts / "antler_models", profile=profile,
+                                       epochs=config.epochs, device="0" if device.startswith("cuda") else "cpu",
+                                       weights_dir=Path(config.weights_dir) if config.weights_dir else None)
+    r = model.result
+    context.log.info(f"antler model {model.version} from {r.start} ({'pretrained' if r.pretrained else 'random init'})")
+    return dg.MaterializeResult(metadata={
+        "model_version": model.version,
+        "checkpoint": dg.MetadataValue.path(str(r.checkpoint)),
+        "started_from": r.start if r.pretrained else f"{r.start} (random init, NOT pretrained)",
+        "profile": profile,
+        "device": r.device,
+        "train_photos": model.train_photos,
+        "val_photos": model.val_photos,
+        "metrics": md_table(pd.DataFrame(sorted(r.metrics.items()), columns=["metric", "value"])),
+        **{k: dg.MetadataValue.float(v) for k, v in r.metrics.items() if "mAP" in k or k == "keypoint_error"},
+    })
+
+
+class AntlerFeaturesConfig(dg.Config):
+    min_confidence: float = Field(default=0.5, description="A tine counts when seen with at least this confidence.")
+
+
+@dg.asset(
+    deps=[detections],
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    owners=OWNERS,
+    code_version="1",
+    automation_condition=DOWNSTREAM,
+    description="Per buck detection with stored keypoints: points per side (tines seen with visibility >= 1 and "
+    "confidence >= min_confidence, plus the beam), total, inside spread / head size, typical or not, by antler "
+    "season of the photo (velvet / hard / shed). Per deer, from its labelled detections, the count per season; the "
+    "newest season's goes to deer.antler_points / antler_description, every season to physical_features.",
+)
+def antler_features(context: dg.AssetExecutionContext, config: AntlerFeaturesConfig,
+                    database: DatabaseResource) -> dg.MaterializeResult:
+    from deer_reid_assets.core.antlers.profiles import write_deer_columns
+
+    with core_errors():
+        summary = write_deer_columns(database.get_engine(), min_confidence=config.min_confidence)
+    dets = summary["detections"]
+    sample = pd.DataFrame([{"detection": d.detection_id[:8], "season": d.season.label, "phase": d.season.phase,
+                            "left": d.features.left_points, "right": d.features.right_points,
+                            "confident": d.features.confident, "description": d.features.description()}
+                           for d in dets[:40]])
+    deer = pd.DataFrame([{"deer": r["deer_id"][:8], "antler_points": r["antler_points"],
+                          "description": r["antler_description"]} for r in summary["rows"][:40]])
+    return dg.MaterializeResult(metadata={
+        "buck_detections_with_keypoints": summary["buck_detections"],
+        "confidently_counted": summary["confident"],
+        "deer_profiles": summary["deer_profiles"],
+        "deer_with_antler_points": summary["deer_with_points"],
+        "detections": md_table(sample) if len(sample) else "none",
+        "deer": md_table(deer) if len(deer) else "none",
+    })
