@@ -21,6 +21,7 @@ _STREAM_CAMERA = 1
 _STREAM_PLAN = 2
 _STREAM_PHOTO = 3
 _STREAM_REVIEW = 4
+_STREAM_SEASONS = 5  # the earlier antler season (SyntheticConfig.n_seasons = 2)
 
 _SUPERSAMPLE = 2  # deer are drawn at twice the size and box-filtered down (anti-aliasing)
 _MIN_SCALE, _MAX_SCALE = 0.5, 1.3  # distance scale of a deer in a photo

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .antler_truth import AntlerPoint, antler_points
 from .common import Rgb, _scale
 from .individuals import _Individual
 
@@ -24,9 +25,11 @@ class _Shape:
 
 
 def _deer_shapes(
-    ind: _Individual, rng: np.random.Generator, near_side_left: bool, night: bool
+    ind: _Individual, rng: np.random.Generator, near_side_left: bool, night: bool,
+    keypoints: list[AntlerPoint] | None = None,
 ) -> list[_Shape]:
-    """All polygons of one deer in side view facing +x, back to front."""
+    """All polygons of one deer in side view facing +x, back to front. With ``keypoints`` (a list),
+    the antlers' beam bases, tine tips and beam tips are appended to it (see ``antler_truth``)."""
     bh, leg = ind.body_height, ind.leg_length
     cy = -leg - bh / 2  # body centre
     coat, far = ind.coat, _scale(ind.coat, 0.72)
@@ -61,12 +64,13 @@ def _deer_shapes(
     hl = ind.head_length
     head_centre = neck_top + head_dir * hl * 0.3
 
-    def antler(points: int, offset: np.ndarray, size: float, colour: Rgb) -> None:
+    def antler(points: int, offset: np.ndarray, size: float, colour: Rgb, near: bool) -> None:
         base = neck_top + head_dir * hl * 0.05 + head_up * hl * 0.22 + offset
         a = ind.antler_size * size
         beam = _bezier(base, base + a * np.array([-0.35, -0.9]), base + a * np.array([0.85, -0.75]), 18)
         add(_tapered(beam, 0.04, 0.012), colour)
         ts = [0.1] + list(np.linspace(0.38, 0.82, points - 2)) if points >= 2 else []
+        tips = []
         for j, t in enumerate(ts):
             i = round(t * (len(beam) - 1))
             p = beam[i]
@@ -74,11 +78,15 @@ def _deer_shapes(
             length = ind.tine_length * ind.tine_factors[j] * (0.5 if j == 0 else 1.0)
             tine = np.array([p, p + up * length * 0.5, p + up * length])
             add(_tapered(tine, 0.026, 0.005), colour)
+            tips.append(tine[-1])
+        if keypoints is not None:
+            side = ("left" if near_side_left else "right") if near else ("right" if near_side_left else "left")
+            keypoints.extend(antler_points(side, beam, tips, layer=len(shapes)))
 
     near_points = ind.antler_left if near_side_left else ind.antler_right
     far_points = ind.antler_right if near_side_left else ind.antler_left
     if far_points:
-        antler(far_points, np.array([-0.05, 0.01]), 0.95, _scale(ind.antler, 0.8))
+        antler(far_points, np.array([-0.05, 0.01]), 0.95, _scale(ind.antler, 0.8), near=False)
     far_ear = neck_top - head_dir * hl * 0.05 + head_up * hl * 0.25
     add(_ellipse(*far_ear, 0.095, 0.036, -2.0), far)
 
@@ -129,7 +137,7 @@ def _deer_shapes(
     near_ear = _ellipse(*(neck_top - head_dir * hl * 0.02 + head_up * hl * 0.27), 0.1, 0.038, -2.3)
     add(_notched(near_ear, ind.ear_notches[0 if near_side_left else 1]), coat)
     if near_points:
-        antler(near_points, np.zeros(2), 1.0, ind.antler)
+        antler(near_points, np.zeros(2), 1.0, ind.antler, near=True)
     return shapes
 
 

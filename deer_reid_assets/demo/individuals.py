@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import _STREAM_INDIVIDUALS, Rgb, _grey, _lighten, _rgb
+from .antler_truth import previous_configuration
+from .common import _STREAM_INDIVIDUALS, _STREAM_SEASONS, Rgb, _grey, _lighten, _rgb
 
 if TYPE_CHECKING:
     from .synthetic import SyntheticConfig
@@ -75,6 +77,7 @@ class _Individual:
     tine_factors: tuple[float, ...]
     antler: Rgb
     home_range: tuple[float, ...]  # probability of showing up at each camera
+    antler_previous: tuple[int, int, float] | None = None  # left, right, size one antler season earlier
 
 
 def _make_individuals(config: SyntheticConfig) -> list[_Individual]:
@@ -121,4 +124,9 @@ def _make_individuals(config: SyntheticConfig) -> list[_Individual]:
                 home_range=tuple(float(p) for p in rng.dirichlet(np.full(config.n_cameras, 4.0))),
             )
         )
+    if config.n_seasons == 2:  # a stream of its own: one season's individuals stay as they were
+        seasons = np.random.default_rng([config.seed, _STREAM_SEASONS])
+        individuals = [dataclasses.replace(ind, antler_previous=previous_configuration(
+            seasons, ind.antler_left, ind.antler_right, ind.antler_size)) if ind.sex == "buck" else ind
+            for ind in individuals]
     return individuals

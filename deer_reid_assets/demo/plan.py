@@ -13,6 +13,7 @@ from .common import (
     _SEASON_START,
     _STREAM_PLAN,
     _STREAM_REVIEW,
+    _STREAM_SEASONS,
     _UNKNOWN_DOE_PROBABILITY,
 )
 from .individuals import _Individual
@@ -32,6 +33,7 @@ class _Photo:
     timestamp: datetime
     night: bool
     deer: tuple[int, ...]  # indices into the individuals, distinct
+    season: int = 0  # antler seasons before the latest (1: a year earlier; SyntheticConfig.n_seasons = 2)
 
 
 def _plan_photos(config: SyntheticConfig, individuals: list[_Individual]) -> list[_Photo]:
@@ -67,11 +69,15 @@ def _plan_photos(config: SyntheticConfig, individuals: list[_Individual]) -> lis
         )
         drafts.append((camera, timestamp, i, bool(night[i]), deer))
 
+    if config.n_seasons == 2:  # about half the photos a year earlier: the antler season before
+        earlier = np.random.default_rng([config.seed, _STREAM_SEASONS, 1]).random(n) < 0.5
+        drafts = [(c, ts - timedelta(days=365) if earlier[i] else ts, i, nt, d) for c, ts, i, nt, d in drafts]
     photos = []
     numbers = [0] * config.n_cameras
+    latest = max((ts.year for _, ts, _, _, _ in drafts), default=0)
     for camera, timestamp, _, is_night, deer in sorted(drafts):
         numbers[camera] += 1
-        photos.append(_Photo(camera, numbers[camera], timestamp, is_night, deer))
+        photos.append(_Photo(camera, numbers[camera], timestamp, is_night, deer, season=latest - timestamp.year))
     return photos
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from . import antler_truth
 from .common import _MAX_SCALE, _MIN_SCALE, _OCCLUSION_PROBABILITY, _SUPERSAMPLE
 from .drawing import _bezier, _deer_shapes, _Shape
 from .individuals import _Individual
@@ -31,6 +33,7 @@ class _Placed:
     bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 as a detector reports it
     occluded: float
     confidence: float
+    keypoints: tuple = ()  # antler keypoints [index, x, y, visibility] in image pixels (see antler_truth)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class _Layout:
     pixels_per_unit: float
     origin: tuple[float, float]  # image position of the deer-coordinate origin
     box: tuple[float, float, float, float]  # extent of the shapes in the image
+    keypoints: list = dataclasses.field(default_factory=list)  # [index, x, y, visibility] in image pixels
 
 
 def _render_photo(
@@ -55,7 +59,8 @@ def _render_photo(
     image = Image.fromarray(camera.background)
     layouts: list[_Layout] = []
     for d in photo.deer:
-        layouts.append(_layout_deer(individuals[d], d, camera, w, photo.night, layouts, rng))
+        ind = antler_truth.season_view(individuals[d], photo.season)
+        layouts.append(_layout_deer(ind, d, camera, w, photo.night, layouts, rng))
     layouts.sort(key=lambda lay: lay.origin[1])  # far (higher up) deer first
 
     owner = np.full((h, w), -1, dtype=np.int16)  # which deer is visible at each pixel
@@ -69,6 +74,8 @@ def _render_photo(
         window = (slice(top, top + alpha.shape[0]), slice(left, left + alpha.shape[1]))
         visible = alpha >= 128
         owner[window][visible] = index
+        for earlier in layouts[:index]:  # a deer in front hides the antler points behind it
+            antler_truth.cover(earlier.keypoints, visible, left, top)
         areas.append(int(visible.sum()))
         ys, xs = np.nonzero(alpha >= 64)
         tight_boxes.append((left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1))
@@ -81,6 +88,8 @@ def _render_photo(
             _draw_occluder(draw, ImageDraw.Draw(mask), tight_boxes[-1], rng)
             covered = np.asarray(mask) > 0
             owner[covered] = -1
+            for lay_so_far in layouts[: index + 1]:
+                antler_truth.cover(lay_so_far.keypoints, covered)
             light[covered] = camera.flash[covered] * reach
 
     blurred = rng.random() < (0.25 if photo.night else 0.12)
@@ -101,6 +110,7 @@ def _render_photo(
 
     placed = []
     for index, lay in enumerate(layouts):
+        antler_truth.in_frame(lay.keypoints, w, camera.ground_bottom)
         occluded = 1.0 - float((owner == index).sum()) / max(areas[index], 1)
         confidence = (
             0.97
@@ -117,6 +127,7 @@ def _render_photo(
                 bbox=_jitter_box(tight_boxes[index], w, camera.ground_bottom, rng),
                 occluded=round(occluded, 3),
                 confidence=round(float(np.clip(confidence, 0.3, 0.99)), 3),
+                keypoints=tuple(tuple(p) for p in lay.keypoints),
             )
         )
     return image, placed
@@ -134,7 +145,8 @@ def _layout_deer(
     """Pick pose, distance and position; keep clear of deer already placed in the photo."""
     pose = "right" if rng.random() < 0.5 else "left"
     # Facing right, the camera sees the deer's left side.
-    shapes = _deer_shapes(ind, rng, near_side_left=pose == "right", night=night)
+    points: list[antler_truth.AntlerPoint] = []
+    shapes = _deer_shapes(ind, rng, near_side_left=pose == "right", night=night, keypoints=points)
     sign = 1.0 if pose == "right" else -1.0
     allp = np.concatenate([s.points for s in shapes])
     xs = allp[:, 0] * sign
@@ -161,7 +173,8 @@ def _layout_deer(
             break
     ox = best[0]
     box = (ox + x_min * ppu, feet_y + y_min * ppu, ox + x_max * ppu, feet_y + y_max * ppu)
-    return _Layout(index, pose, shapes, scale, ppu, (ox, feet_y), box)
+    keypoints = antler_truth.to_image(points, antler_truth.self_hidden(points, shapes), (ox, feet_y), ppu, sign)
+    return _Layout(index, pose, shapes, scale, ppu, (ox, feet_y), box, keypoints)
 
 
 def _rasterise(lay: _Layout, rng: np.random.Generator) -> tuple[Image.Image, int, int]:

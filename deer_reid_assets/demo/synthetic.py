@@ -7,14 +7,16 @@ one side of the animal (its pose), so only that side's flank mark, ear and near 
 every photo also varies distance, position, occlusion, blur, exposure, sensor noise and day/night
 (infrared greyscale) lighting, so re-identification is learnable but not trivial. Modules:
 ``individuals`` (the cues), ``scene`` (cameras), ``plan`` (photos and review), ``drawing`` (one deer),
-``render`` (one photo), ``common`` (constants, colours).
+``render`` (one photo), ``antler_truth`` (antler keypoints, seasons), ``common`` (constants, colours).
 
 Output of :func:`generate_dataset` under ``out_dir``:
 
 * ``images/<camera>/<camera>_<NNNNN>.jpg`` -- the photos, numbered chronologically per camera;
 * ``detections.json`` -- what a detector plus a human reviewer give (format
   ``deer-reid-detections/1``); human labels only on part of the detections of profiled animals;
-* ``ground_truth.json`` -- the hidden truth for evaluation (format ``deer-reid-ground-truth/1``).
+* ``ground_truth.json`` -- the hidden truth for evaluation (format ``deer-reid-ground-truth/1``);
+  per buck detection also its antler season, points per side in that season and its 16 antler
+  keypoints ``[x, y, visibility]`` in pixels (``antler_truth``).
 
 The same :class:`SyntheticConfig` always gives byte-identical files: all randomness comes from
 ``numpy.random.Generator`` streams derived from ``config.seed``.
@@ -28,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deer_reid_assets.core.antlers.seasons import antler_season
+
+from .antler_truth import as_rows, season_view
 from .common import _STREAM_PHOTO, DETECTIONS_FORMAT, GROUND_TRUTH_FORMAT, JPEG_QUALITY
 from .individuals import _make_individuals
 from .plan import _plan_photos, _plan_review
@@ -51,6 +56,7 @@ class SyntheticConfig:
     unprofiled_fraction: float = 0.2  # individuals with no known profile: never labelled
     labelled_fraction: float = 0.5  # of the detections of profiled individuals, share labelled
     seed: int = 7
+    n_seasons: int = 1  # antler seasons the photos span (2: a year earlier too, bucks with other antlers)
 
     def validate(self) -> None:
         """Raise ``ValueError`` when a field is out of range."""
@@ -68,6 +74,8 @@ class SyntheticConfig:
             raise ValueError("image_width and image_height must be >= 64")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.n_seasons not in (1, 2):
+            raise ValueError(f"n_seasons must be 1 or 2, got {self.n_seasons}")
         fractions = {
             "empty_fraction": self.empty_fraction,
             "multi_deer_fraction": self.multi_deer_fraction,
@@ -118,7 +126,7 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
 
         detections = []
         for k, deer in enumerate(sorted(placed, key=lambda d: d.bbox[0])):
-            ind = individuals[deer.individual]
+            ind = season_view(individuals[deer.individual], photo.season)
             key = f"{rel_path}#{k}"
             x0, y0, x1, y1 = deer.bbox
             detection: dict = {
@@ -139,7 +147,10 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
                 "pose": deer.pose,
                 "night": photo.night,
                 "occluded": deer.occluded,
+                "antler_season": antler_season(photo.timestamp).label,
             }
+            if ind.sex == "buck":  # 16 x [x, y, visibility] in pixels (see demo/antler_truth.py)
+                truth[key]["antler_keypoints"] = as_rows(deer.keypoints)
         image_entries.append(
             {
                 "file": rel_path,
@@ -174,6 +185,9 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
                 "antler_points_left": ind.antler_left,
                 "antler_points_right": ind.antler_right,
                 "profiled": ind.profiled,
+                **({"antler_points_previous_season": {"left": ind.antler_previous[0],
+                                                      "right": ind.antler_previous[1]}}
+                   if ind.antler_previous is not None else {}),
             }
             for ind in individuals
         ],
