@@ -22,8 +22,9 @@ def _crop(store: Path, det: str, colour: tuple[int, int, int]) -> str:
     return str(path)
 
 
-def seed(engine: sa.Engine, store: Path) -> dict[str, str]:
-    """Returns {name: id} of the deer (A, B, C) and pending detections (uncertain, new, audit1, audit2)."""
+def seed(engine: sa.Engine, store: Path, *, extra_deer: tuple[str, ...] = ()) -> dict[str, str]:
+    """Returns {name: id} of the deer (A, B, C, and ``extra_deer``: does with two labelled crops each) and
+    pending detections (uncertain, new, audit1, audit2)."""
     ids: dict[str, str] = {}
     with engine.begin() as conn:
         one = lambda stmt: conn.execute(stmt).scalar_one()  # noqa: E731
@@ -31,7 +32,7 @@ def seed(engine: sa.Engine, store: Path) -> dict[str, str]:
         img = one(sa.insert(t.images).values(filename="a.jpg", path="/p/a.jpg", location_id=loc,
                                              timestamp=datetime(2026, 10, 3, 6, tzinfo=UTC))
                   .returning(t.images.c.id))
-        for name, sex in (("A", "buck"), ("B", "buck"), ("C", "doe")):
+        for name, sex in (("A", "buck"), ("B", "buck"), ("C", "doe"), *((n, "doe") for n in extra_deer)):
             ids[name] = one(sa.insert(t.deer).values(name=name, sex=sex).returning(t.deer.c.id))
 
         def detection(deer: str | None, reviewed: bool, colour, classification="buck") -> str:
@@ -43,7 +44,8 @@ def seed(engine: sa.Engine, store: Path) -> dict[str, str]:
                          {"d": det, "p": _crop(store, det, colour)})
             return det
 
-        for name, colour in (("A", (200, 60, 60)), ("B", (60, 200, 60)), ("C", (60, 60, 200))):
+        for name, colour in (("A", (200, 60, 60)), ("B", (60, 200, 60)), ("C", (60, 60, 200)),
+                             *((n, (40 * i, 200, 200)) for i, n in enumerate(extra_deer))):
             for _ in range(2):
                 detection(ids[name], True, colour)
         scene = {"uncertain": ("A", [("A", 0.62), ("B", 0.60)]), "new": (None, [("A", 0.20), ("B", 0.15)]),

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from deer_reid_assets.core.evaluation import protocol as evaluation
 from deer_reid_assets.core.reid import triplet_data
+from deer_reid_assets.core.review import labels as review_labels
 from deer_reid_assets.core.store import reid_models as training_store
 
 from .common import OWNERS, md_image, md_table
@@ -39,7 +40,8 @@ class TripletDatasetConfig(dg.Config):
     description="The training manifest: labelled (human-reviewed) detections with crops, split 80/10/10 "
     "train/val/test by a seeded hash (no detection in two splits), minus the evaluation split's val/test queries so "
     "the before/after report scores the model on detections it never saw; optionally whole identities held out. "
-    "Versioned in the database (reid_training_manifests / reid_training_items).",
+    "Versioned in the database (reid_training_manifests / reid_training_items). Detections a person confirmed, "
+    "reassigned or gave a new deer in the review app are labelled, so they are in the next manifest.",
 )
 def triplet_dataset(context: dg.AssetExecutionContext, config: TripletDatasetConfig,
                     database: DatabaseResource) -> dg.MaterializeResult:
@@ -49,6 +51,11 @@ def triplet_dataset(context: dg.AssetExecutionContext, config: TripletDatasetCon
     evaluation.stored_split(engine, labelled)  # the evaluation split exists before it is excluded
     manifest = triplet_data.build_manifest(engine, seed=config.seed,
                                            held_out_identity_fraction=config.held_out_identity_fraction)
+    with engine.connect() as conn:
+        corrected = {p.detection_id for p in review_labels.review_pairs(conn) if p.positive}
+        confused = review_labels.confusers(conn)
+        evaluation_queries = set(evaluation.query_detections(conn))
+    in_manifest = {i["detection_id"] for i in manifest.items} & corrected
     stats = manifest.stats
     single = stats["single_detection_identities_in_train"]
     if single:
@@ -61,6 +68,9 @@ def triplet_dataset(context: dg.AssetExecutionContext, config: TripletDatasetCon
         "detections_per_split": dg.MetadataValue.json(stats["detections"]),
         "identities_per_split": dg.MetadataValue.json(stats["identities_per_split"]),
         "single_detection_identities_in_train": len(single),
+        "review_corrections_included": len(in_manifest),
+        "review_corrections_kept_for_evaluation": len(corrected & evaluation_queries),
+        "confused_pairs_from_review": sum(len(v) for v in confused.values()) // 2,
         "per_identity_histogram": md_table(histogram),
     })
 
@@ -109,7 +119,8 @@ def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
     "loss terms, validation rank-1/mAP, same/different-deer cosines and the top principal component's share; the "
     "collapse guard marks a run that did not beat the untrained network (or whose different deer look alike) "
     "`collapsed`, and a collapsed model is never used. The best checkpoint is a versioned artefact (reid_models); "
-    "an interrupted run resumes from its last epoch.",
+    "an interrupted run resumes from its last epoch. Deer a person's corrections say the matcher confused "
+    "(review_labels' hard negatives) are drawn into the same batches, where batch-hard mining sees them.",
 )
 def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunConfig, database: DatabaseResource,
                          image_store: ImageStoreResource, compute: ComputeResource,
@@ -124,7 +135,13 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
     manifest = triplet_data.load_manifest(engine, manifest_version)
     device = compute.resolve()
     cfg = train_config(config, device, model_weights.weights, model_weights.seed)
-    run_id = hashlib.sha256(json.dumps([manifest_version, cfg.to_json()], sort_keys=True).encode()).hexdigest()[:10]
+    with engine.connect() as conn:  # confirmed hard negatives from the review app share batches
+        confusers = review_labels.confusers(conn)
+    trained_ids = {identity for _, identity in manifest.split("train")}
+    confusers = {k: [v for v in vs if v in trained_ids] for k, vs in confusers.items() if k in trained_ids}
+    confusers = {k: vs for k, vs in confusers.items() if vs}
+    run_id = hashlib.sha256(json.dumps([manifest_version, cfg.to_json(), confusers],
+                                       sort_keys=True).encode()).hexdigest()[:10]
     out_dir = image_store.artifacts / "models" / f"{manifest_version}-{run_id}"
     train_items, val_items = manifest.split("train"), manifest.split("val")
     if len(val_items) < MIN_VALIDATION or not _has_pair(val_items):  # too few to tell learning from noise
@@ -145,7 +162,7 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
 
     with compute.exclusive(engine):
         result = trainer.train(train_items, val_items, cfg, out_dir, device=device,
-                               manifest_version=manifest_version, callbacks=[report])
+                               manifest_version=manifest_version, callbacks=[report], confusers=confusers)
     history = result.history_frame()
     guard = result.guard()
     version = training_store.register_model(
@@ -164,6 +181,8 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
         "best_epoch": result.best_epoch,
         "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
         "manifest_version": manifest_version,
+        "hard_negative_pairs": sum(len(v) for v in confusers.values()) // 2,
+        "confusers": dg.MetadataValue.json(confusers),
         "device": device,
         "weights": result.backbone_weights.get("description", ""),
         "config": dg.MetadataValue.json(cfg.to_json()),

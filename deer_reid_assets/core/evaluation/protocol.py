@@ -104,6 +104,13 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
     return split
 
 
+def query_detections(conn: sa.Connection, split_name: str = "default") -> list[str]:
+    """Detections that are validation or test queries of the stored split: kept out of training."""
+    return list(conn.execute(sa.text(
+        "SELECT detection_id::text FROM reid_eval_splits WHERE split_name = :s AND role IN ('val_query', 'test_query')"),
+        {"s": split_name}).scalars())
+
+
 def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
                       ) -> tuple[LabelledSet, list[np.ndarray], EvalSplit]:
     """The labelled detections embedded in every one of ``versions``, one matrix per version (same

@@ -1,8 +1,9 @@
 """P x K batches for metric learning: P identities x K crops each (a DataLoader ``batch_sampler``).
 
-Hard negatives from a person's corrections (a later issue) plug in through ``confusers``: pairs of
-identities the matcher mixed up. When an identity is drawn, one of its confusers (if usable and not
-in the batch yet) is drawn right after it, so batch-hard mining sees the pair side by side.
+Hard negatives from a person's corrections plug in through ``confusers``: pairs of identities the
+matcher mixed up (``core.review.labels.confusers``). When an identity is drawn, one of its confusers
+(if usable and not in the batch yet) is drawn right after it, so batch-hard mining sees the pair side
+by side; an identity with a confuser drawn into a batch's last slot opens the next batch instead.
 """
 
 from __future__ import annotations
@@ -72,15 +73,23 @@ class PKSampler(Sampler[list[int]]):
         for _ in range(self.batches):
             chosen: list[int] = []
             deferred: list[int] = []
+            patience = len(self._groups)  # last-slot deferrals allowed in this batch
             while len(chosen) < self.p:
                 if not pool:
                     pool = rng.permutation(len(self._groups)).tolist()
                 identity = pool.pop()
-                (deferred if identity in chosen else chosen).append(identity)
+                if identity in chosen:
+                    deferred.append(identity)
+                    continue
                 partners = [c for c in self._confusers.get(identity, []) if c not in chosen]
-                if partners and len(chosen) < self.p and chosen[-1] == identity:
+                if partners and len(chosen) == self.p - 1 and patience > 0:
+                    patience -= 1  # no room for its hard negative: it opens the next batch instead
+                    deferred.append(identity)
+                    continue
+                chosen.append(identity)
+                if partners and len(chosen) < self.p:
                     chosen.append(int(rng.choice(partners)))  # a hard negative from the corrections
-            pool.extend(reversed(deferred))  # they come out first next time
+            pool.extend(reversed(list(dict.fromkeys(deferred))))  # they come out first next time
             batch: list[int] = []
             for identity in chosen:
                 items = self._groups[identity]

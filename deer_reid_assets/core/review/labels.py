@@ -45,3 +45,24 @@ def hard_negatives(conn: sa.Connection) -> dict[str, set[str]]:
         if not p.positive:
             out.setdefault(p.deer_id, set()).add(p.detection_id)
     return out
+
+
+def confused_pairs(conn: sa.Connection) -> list[tuple[str, str]]:
+    """(chosen deer, proposed deer) of every confirmed hard negative: the two deer the matcher mixed up."""
+    pairs = review_pairs(conn)
+    chosen = {p.detection_id: p.deer_id for p in pairs if p.positive}
+    return [(chosen[p.detection_id], p.deer_id) for p in pairs if not p.positive]
+
+
+def confusers(conn: sa.Connection) -> dict[str, list[str]]:
+    """{identity: identities it was confused with}, in the training manifest's names and both ways.
+    What ``finetuned_reid_model`` hands the P x K sampler, so a confused pair shares batches."""
+    pairs = confused_pairs(conn)
+    names = store.deer_identities(conn, sorted({d for pair in pairs for d in pair}))
+    out: dict[str, set[str]] = {}
+    for chosen, proposed in pairs:
+        a, b = names.get(chosen), names.get(proposed)
+        if a and b and a != b:
+            out.setdefault(a, set()).add(b)
+            out.setdefault(b, set()).add(a)
+    return {k: sorted(v) for k, v in sorted(out.items())}

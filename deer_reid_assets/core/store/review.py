@@ -121,6 +121,15 @@ def latest_decisions(conn: sa.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def deer_identities(conn: sa.Connection, deer_ids: list[str]) -> dict[str, str]:
+    """{deer id: its identity in a training manifest} (the name, else the id, as ``triplet_data`` labels it)."""
+    if not deer_ids:
+        return {}
+    rows = conn.execute(sa.text("SELECT id::text, COALESCE(name, id::text) FROM deer WHERE id::text = ANY(:ids)"),
+                        {"ids": list(deer_ids)})
+    return dict(rows.all())
+
+
 def crop_file(conn: sa.Connection, detection_id: str) -> str | None:
     """The stored crop path of a detection's ok crop (None: no crop)."""
     return conn.execute(sa.text(
