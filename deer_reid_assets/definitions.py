@@ -87,8 +87,8 @@ def default_resources() -> dict:
 defs = dg.Definitions(
     assets=ALL_ASSETS + REVIEW_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[reid_pipeline_job, sensors.ingest_upload_job, review.retrain_from_corrections_job],
+    jobs=[reid_pipeline_job, sensors.ingest_upload_job, review.retrain_from_corrections_job, review.rebuild_profiles_job],
     sensors=[automation.automation_sensor, sensors.camera_upload_sensor, sensors.existing_system_sensor,
-             review.retrain_on_corrections_sensor],
+             review.retrain_on_corrections_sensor, review.profiles_after_deer_edits_sensor],
     resources=default_resources(),
 )

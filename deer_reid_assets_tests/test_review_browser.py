@@ -152,3 +152,32 @@ def test_review_confirm_new_deer_reassign_undo_and_dashboard(server, browser):
     assert browser.find_element(By.ID, "backlog").text == "2"
     assert browser.find_element(By.ID, "assignment-rate").text == "100%"  # all 10: the new one got a new deer
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect")) >= 3
+
+
+def test_merge_two_deer_from_the_deer_page_then_undo(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, engine, ids = server
+
+    def detections_of(deer_id):
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT id::text FROM detections WHERE deer_id::text = :d"),
+                                    {"d": deer_id}).scalars())
+
+    b_before, c_before = detections_of(ids["B"]), detections_of(ids["C"])
+    assert b_before
+    browser.get(f"{base}/deer/{ids['B']}")
+    Select(browser.find_element(By.ID, "merge-into")).select_by_visible_text("C (doe)")
+    _shot(browser, "deer")
+    browser.find_element(By.ID, "merge").click()
+    _wait_text(browser, "message", f"merged: {len(b_before)} detections moved here")
+    assert browser.find_element(By.ID, "deer-name").text == "C (doe)"
+    assert _until(lambda: detections_of(ids["C"]) == b_before | c_before) and not detections_of(ids["B"])
+    with engine.connect() as conn:
+        merges = conn.execute(sa.text("SELECT action, count(DISTINCT operation_id), count(*) FROM reid_review_corrections "
+                                      "WHERE queue_reason = 'merge' GROUP BY 1")).all()
+    assert merges == [("reassign", 1, len(b_before))]
+    browser.find_element(By.TAG_NAME, "body").send_keys("u")  # one undo puts every detection back
+    _wait_text(browser, "message", f"undid merge ({len(b_before)} detections back)")
+    assert _until(lambda: detections_of(ids["B"]) == b_before) and detections_of(ids["C"]) == c_before

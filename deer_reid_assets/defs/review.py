@@ -1,5 +1,6 @@
-"""Active learning in Dagster: ``review_labels`` (the labelled pairs the review app's corrections give)
-and a sensor, off by default, that re-trains the deer-specific model after N new corrections."""
+"""Active learning in Dagster: ``review_labels`` (the labelled pairs the review app's corrections give),
+a sensor, off by default, that re-trains the deer-specific model after N new corrections, and one that
+rebuilds the profiles after a person merged or split deer."""
 
 import os
 
@@ -7,10 +8,12 @@ import dagster as dg
 import pandas as pd
 
 from deer_reid_assets.core.review.labels import review_pairs
+from deer_reid_assets.core.store import deer_edits as deer_edits_store
 from deer_reid_assets.core.store import review as review_store
 
 from .common import OWNERS, md_table
 from .embeddings import finetuned_embeddings
+from .matching import deer_assignments, deer_profiles
 from .resources import DatabaseResource
 from .training import finetuned_reid_model, triplet_dataset
 
@@ -84,3 +87,26 @@ def retrain_on_corrections_sensor(context: dg.SensorEvaluationContext, database:
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"corrections-{newest}",
                                                        tags={"deer-reid/corrections": str(n)})],
                            cursor=str(newest))
+
+
+rebuild_profiles_job = dg.define_asset_job(
+    "rebuild_profiles",
+    selection=dg.AssetSelection.assets(deer_profiles, deer_assignments),
+    description="Profiles and matching again, after deer were merged or split in the review app.",
+)
+
+
+@dg.sensor(
+    job=rebuild_profiles_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the review app's merges and splits (and their undo): the profiles of the deer they "
+    "touched are stale, so it launches rebuild_profiles (deer_profiles, then deer_assignments).",
+)
+def profiles_after_deer_edits_sensor(context: dg.SensorEvaluationContext,
+                                     database: DatabaseResource) -> dg.SensorResult:
+    with database.get_engine().connect() as conn:
+        marker = deer_edits_store.edits_marker(conn)
+    if marker == (context.cursor or "0|"):
+        return dg.SensorResult(skip_reason="no merge or split since the profiles were last rebuilt", cursor=marker)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"deer-edits-{marker}")], cursor=marker)

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from deer_reid_assets.core.review import actions, dashboard, queue, security
+from deer_reid_assets.core.review import actions, dashboard, deer_edits, queue, security
 from deer_reid_assets.core.store import review as store
 
 HERE = Path(__file__).parent
@@ -129,11 +129,51 @@ async def review_action(request: Request, form) -> Response:
 @_checked_form
 async def undo(request: Request, form) -> Response:
     cfg: ReviewConfig = request.app.state.cfg
+    back = _local_path(str(form.get("back", "")))
     try:
         last = actions.undo_last(cfg.engine, _reviewer(request))
     except actions.ReviewError as exc:
-        return _back("/queue", str(exc))
-    return _back("/queue", f"undid {last['action']}" if last else "nothing to undo")
+        return _back(back, str(exc))
+    if last and last.get("operation_id"):
+        return _back(back, f"undid {last['queue_reason']} ({last['detections']} detections back)")
+    return _back(back, f"undid {last['action']}" if last else "nothing to undo")
+
+
+def _local_path(path: str) -> str:
+    """A redirect target from a form: one of this app's pages, else the queue (never another site)."""
+    deer_id = security.valid_id(path.removeprefix("/deer/")) if path.startswith("/deer/") else None
+    return f"/deer/{deer_id}" if deer_id else "/queue"
+
+
+@_checked_form
+async def merge(request: Request, form) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    here = security.valid_id(request.path_params["deer_id"])
+    into = security.valid_id(str(form.get("into", "")))
+    if here is None or into is None:
+        return _back(f"/deer/{here}" if here else "/queue", "choose the deer to merge into")
+    try:
+        done = deer_edits.merge_deer(cfg.engine, into, here, reviewer=_reviewer(request))
+    except actions.ReviewError as exc:
+        return _back(f"/deer/{here}", str(exc))
+    return _back(f"/deer/{into}", f"merged: {done['moved']} detections moved here (u undoes it)")
+
+
+@_checked_form
+async def split(request: Request, form) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    here = security.valid_id(request.path_params["deer_id"])
+    if here is None:
+        return _back("/queue", "not a deer id")
+    chosen = [security.valid_id(str(v)) for v in form.getlist("detection_id")]
+    if None in chosen:
+        return _back(f"/deer/{here}", "not a detection id")
+    try:
+        done = deer_edits.split_deer(cfg.engine, here, chosen, reviewer=_reviewer(request),
+                                     new_name=str(form.get("new_name", "")))
+    except actions.ReviewError as exc:
+        return _back(f"/deer/{here}", str(exc))
+    return _back(f"/deer/{done['deer_id']}", f"split: {done['moved']} detections moved to this new deer (u undoes it)")
 
 
 @_checked_form
@@ -175,9 +215,10 @@ async def deer_page(request: Request) -> Response:
     deer_id = security.valid_id(request.path_params["deer_id"])
     with cfg.engine.connect() as conn:
         deer = store.deer_page(conn, deer_id) if deer_id else None
+        others = [d for d in store.all_deer(conn) if d["deer_id"] != deer_id]
     if deer is None:
         return PlainTextResponse("no such deer", 404)
-    return _render(request, "deer.html", {"deer": deer})
+    return _render(request, "deer.html", {"deer": deer, "others": others})
 
 
 def create_app(cfg: ReviewConfig) -> Starlette:
@@ -190,6 +231,8 @@ def create_app(cfg: ReviewConfig) -> Starlette:
         Route("/crop/{detection_id}.jpg", crop),
         Route("/dashboard", dashboard_page),
         Route("/deer/{deer_id}", deer_page),
+        Route("/deer/{deer_id}/merge", merge, methods=["POST"]),
+        Route("/deer/{deer_id}/split", split, methods=["POST"]),
         Route("/healthz", lambda r: PlainTextResponse("ok")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], middleware=[Middleware(_Guard)])

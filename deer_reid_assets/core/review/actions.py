@@ -64,12 +64,18 @@ def apply_action(engine: sa.Engine, detection_id: str, action: str, *, reviewer:
 
 def undo_last(engine: sa.Engine, reviewer: str) -> dict | None:
     """Undo the reviewer's newest correction not yet undone (one transaction): the detection gets its
-    fields back and a deer the action created is removed. Returns that correction, None when there is
-    none. Refused when the detection changed since (another person or a later run)."""
+    fields back and a deer the action created is removed (a merge or split: all its detections).
+    Returns that correction, None when there is none. Refused when the detection changed since
+    (another person or a later run)."""
     with engine.begin() as conn:
         last = store.last_correction(conn, reviewer)
         if last is None:
             return None
+        if last.get("operation_id"):  # a merge or split: all its detections go back together
+            from .deer_edits import undo_operation
+
+            last["detections"] = undo_operation(conn, last["operation_id"])
+            return last
         now = store.detection_state(conn, last["detection_id"], lock=True)
         fields = [k for k in store.REVIEW_FIELDS if k != "reviewed_at"]  # timestamps: time-zone spelling differs
         if last["action"] != "skip" and now is not None and any(now[k] != last["after"].get(k) for k in fields):

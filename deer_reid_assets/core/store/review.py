@@ -78,20 +78,23 @@ def delete_deer_if_unused(conn: sa.Connection, deer_id: str) -> bool:
 
 
 def insert_correction(conn: sa.Connection, *, detection_id: str, action: str, reviewer: str, queue_reason: str | None,
-                      proposed_deer_id: str | None, before: dict, after: dict) -> int:
+                      proposed_deer_id: str | None, before: dict, after: dict, operation_id: str | None = None) -> int:
     return int(conn.execute(sa.text(
         """INSERT INTO reid_review_corrections (detection_id, action, reviewer, queue_reason, proposed_deer_id,
-                                                before, after)
-           VALUES (CAST(:d AS uuid), :a, :r, :q, CAST(:p AS uuid), CAST(:b AS jsonb), CAST(:af AS jsonb))
+                                                before, after, operation_id)
+           VALUES (CAST(:d AS uuid), :a, :r, :q, CAST(:p AS uuid), CAST(:b AS jsonb), CAST(:af AS jsonb),
+                   CAST(:o AS uuid))
            RETURNING id"""),
         {"d": detection_id, "a": action, "r": reviewer, "q": queue_reason, "p": proposed_deer_id,
-         "b": json.dumps(before), "af": json.dumps(after)}).scalar_one())
+         "b": json.dumps(before), "af": json.dumps(after), "o": operation_id}).scalar_one())
 
 
 def last_correction(conn: sa.Connection, reviewer: str) -> dict[str, Any] | None:
     """The reviewer's newest correction not yet undone, row-locked; None when there is none."""
     row = conn.execute(sa.text(
-        """SELECT id, detection_id::text AS detection_id, action, before, after FROM reid_review_corrections
+        """SELECT id, detection_id::text AS detection_id, action, queue_reason, before, after,
+                  operation_id::text AS operation_id
+           FROM reid_review_corrections
            WHERE reviewer = :r AND undone_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE"""),
         {"r": reviewer}).mappings().first()
     return dict(row) if row else None
@@ -105,7 +108,7 @@ def corrections(conn: sa.Connection, detection_id: str | None = None) -> list[di
     """Corrections (undone ones included, oldest first), of one detection or all."""
     rows = conn.execute(sa.text(
         """SELECT id, detection_id::text AS detection_id, action, reviewer, created_at, queue_reason,
-                  proposed_deer_id::text AS proposed_deer_id, before, after, undone_at
+                  proposed_deer_id::text AS proposed_deer_id, before, after, undone_at, operation_id::text AS operation_id
            FROM reid_review_corrections WHERE (CAST(:d AS uuid) IS NULL OR detection_id = CAST(:d AS uuid))
            ORDER BY id"""), {"d": detection_id}).mappings().all()
     return [dict(r) for r in rows]
@@ -196,7 +199,7 @@ def decisions_since(conn: sa.Connection, after_id: int) -> tuple[int, int]:
 def deer_page(conn: sa.Connection, deer_id: str, crops: int = 48) -> dict[str, Any] | None:
     """A deer's name and sex, its crops (newest first, reviewed marked) and its sightings per camera
     and month; None when there is no such deer."""
-    head = conn.execute(sa.text("SELECT id::text AS deer_id, name, sex::text AS sex FROM deer WHERE id::text = :d"),
+    head = conn.execute(sa.text("SELECT id::text AS deer_id, name, sex::text AS sex, notes FROM deer WHERE id::text = :d"),
                         {"d": deer_id}).mappings().first()
     if head is None:
         return None
