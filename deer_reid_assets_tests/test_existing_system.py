@@ -42,6 +42,18 @@ def test_their_rows_are_untouched_until_cutover_and_undo_restores_them(empty_db_
         worker_auto = dict(q("SELECT id::text, deer_id::text FROM detections WHERE NOT is_reviewed AND deer_id IS NOT NULL"))
         reviewed = dict(q("SELECT id::text, deer_id::text FROM detections WHERE is_reviewed"))
     assert proposals and worker_auto and reviewed
+    from deer_reid_assets.core.review import queue
+
+    with engine.connect() as conn:  # before cut-over the review queue reads the proposals, not the worker's scores
+        items = queue.pending(conn)
+        stored = {d: (p, c) for d, p, c in conn.execute(sa.text(
+            "SELECT detection_id::text, proposed_deer_id::text, candidates FROM reid_match_proposals")).all()}
+    assert items and all(i.detection_id in stored for i in items)
+    for item in items:
+        proposed, candidates = stored[item.detection_id]
+        assert candidates and item.candidates == candidates[:3]
+        assert item.proposed_deer_id == (proposed or candidates[0]["deer_id"])
+        assert item.current_deer_id == worker_auto.get(item.detection_id)
     from deer_reid_assets.core import matching
 
     with engine.connect() as conn:

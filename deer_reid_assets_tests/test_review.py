@@ -153,3 +153,22 @@ def test_http_token_required_when_set(engine, scene):
     assert client.get("/queue", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get(f"/queue?token={token}").status_code == 200  # sets the cookie, then redirects
     assert client.get("/dashboard").status_code == 200
+
+
+def test_before_cutover_the_queue_shows_the_pipelines_proposals(engine, scene):
+    ids, store_root = scene
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE reid_live_matching SET owner = 'existing_system'"))
+        conn.execute(sa.text("INSERT INTO reid_assignment_runs (run_id, method, versions, threshold, n_considered, "
+                             "n_assigned) VALUES ('r1', 'test', '{}', 0.4, 1, 1)"))
+        conn.execute(sa.text(
+            "INSERT INTO reid_match_proposals (run_id, detection_id, current_deer_id, proposed_deer_id, similarity, "
+            "candidates) VALUES ('r1', CAST(:d AS uuid), CAST(:b AS uuid), CAST(:c AS uuid), 0.9, CAST(:j AS jsonb))"),
+            {"d": ids["audit2"], "b": ids["B"], "c": ids["C"],
+             "j": f'[{{"deer_id": "{ids["C"]}", "similarity": 0.9}}, {{"deer_id": "{ids["B"]}", "similarity": 0.3}}]'})
+    with engine.connect() as conn:
+        (item,) = queue.pending(conn)  # only what the pipeline proposed; the worker's scores are not read
+    assert (item.detection_id, item.proposed_deer_id, item.current_deer_id) == (ids["audit2"], ids["C"], ids["B"])
+    assert item.reason == "audit" and [c["deer_id"] for c in item.candidates] == [ids["C"], ids["B"]]
+    page = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root))).get("/queue").text
+    assert f'src="/crop/{ids["audit2"]}.jpg"' in page and "the existing\n   system has it as" in page

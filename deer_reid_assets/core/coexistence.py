@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -72,11 +73,16 @@ def proposed_only(conn: sa.Connection, run_id: str) -> bool:
         is not None
 
 
-def record_proposals(conn: sa.Connection, run_id: str, log: list[dict]) -> None:
+def record_proposals(conn: sa.Connection, run_id: str, log: list[dict],
+                     candidates: dict[str, list[dict]] | None = None) -> None:
+    """The run's proposals; ``candidates``: per detection its top candidates ``[{deer_id, similarity}]``,
+    best first (what the review queue shows before cut-over)."""
     if log:
         conn.execute(sa.text(
-            "INSERT INTO reid_match_proposals (run_id, detection_id, current_deer_id, proposed_deer_id, similarity) "
-            "VALUES (:run_id, :detection_id, :previous_deer_id, :new_deer_id, :similarity)"), log)
+            "INSERT INTO reid_match_proposals (run_id, detection_id, current_deer_id, proposed_deer_id, similarity, "
+            "candidates) VALUES (:run_id, :detection_id, :previous_deer_id, :new_deer_id, :similarity, "
+            "CAST(:candidates AS jsonb))"),
+            [{**r, "candidates": json.dumps((candidates or {}).get(r["detection_id"], []))} for r in log])
 
 
 @dataclass

@@ -337,7 +337,9 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
         if not mode.ours:  # the existing system owns live matching: propose, change nothing of its own
             if log:
                 conn.execute(sa.insert(t.reid_assignment_log), log)
-            coexistence.record_proposals(conn, run_id, log)
+            top = {det: [{"deer_id": str(c.deer_id), "similarity": float(c.similarity)} for c in ranked[:top_k]]
+                   for det, ranked in candidates.items()}
+            coexistence.record_proposals(conn, run_id, log, top)
             return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
                                 no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
                                 proposals_only=True, antler_vetoes=len(antler_changes))

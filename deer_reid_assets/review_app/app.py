@@ -95,7 +95,7 @@ def _back(path: str, msg: str | None = None) -> RedirectResponse:
 async def queue_page(request: Request) -> Response:
     cfg: ReviewConfig = request.app.state.cfg
     with cfg.engine.connect() as conn:
-        items = queue.order_queue(store.pending_detections(conn))
+        items = queue.pending(conn)
         item = items[0] if items else None
         ctx = {"item": None, "remaining": len(items)}
         if item is not None:

@@ -8,7 +8,8 @@
 3. **audit** samples: confident assignments in a seeded random order (a hash of the detection id),
    so the false-match rate measured on the reviewed ones is an unbiased sample.
 
-Skipped detections go to the end, oldest skip first.
+Skipped detections go to the end, oldest skip first. Before cut-over (the existing system's worker
+owns live matching) the queue is built from this pipeline's proposals (``reid_match_proposals``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class QueueItem:
     threshold: float = DEFAULT_THRESHOLD
     skipped: bool = False
     sort_key: tuple = ()
+    current_deer_id: str | None = None  # before cut-over: the existing system's deer (its worker's choice)
 
 
 def _audit_rank(detection_id: str, seed: int) -> float:
@@ -55,9 +57,20 @@ def classify(row: dict, *, margin: float = 0.05, band: float = 0.05, seed: int =
     key = (skipped_at is not None, skipped_at.timestamp() if skipped_at is not None else 0.0, TIERS[reason], score,
            row["detection_id"])
     return QueueItem(detection_id=row["detection_id"], reason=reason, proposed_deer_id=proposed, candidates=cands[:3],
-                     margin=gap, threshold=threshold, skipped=skipped_at is not None, sort_key=key)
+                     margin=gap, threshold=threshold, skipped=skipped_at is not None, sort_key=key,
+                     current_deer_id=row.get("current_deer_id"))
 
 
 def order_queue(rows: list[dict], **kwargs) -> list[QueueItem]:
     """The pending detections as queue items, most useful first."""
     return sorted((classify(r, **kwargs) for r in rows), key=lambda i: i.sort_key)
+
+
+def pending(conn) -> list[QueueItem]:
+    """The queue, most useful first, from what the matcher wrote: its scores once live matching is
+    ours, its proposals (``reid_match_proposals``) while the existing system's worker owns it."""
+    from deer_reid_assets.core import coexistence
+    from deer_reid_assets.core.store import review as store
+
+    live = coexistence.live_mode(conn).ours
+    return order_queue(store.pending_detections(conn) if live else store.pending_from_proposals(conn))

@@ -34,6 +34,33 @@ def pending_detections(conn: sa.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def pending_from_proposals(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Before cut-over (the matcher only proposes): unreviewed valid detections with a crop and a
+    proposal, shaped as :func:`pending_detections`' rows from each detection's newest proposal (its
+    top candidates, the deer proposed, the run's threshold); ``current_deer_id`` is the existing
+    system's deer."""
+    rows = conn.execute(sa.text(
+        """WITH latest AS (
+               SELECT DISTINCT ON (p.detection_id) p.detection_id, p.proposed_deer_id, p.current_deer_id,
+                      p.candidates, r.threshold, l.best_deer_id, p.similarity
+               FROM reid_match_proposals p JOIN reid_assignment_runs r ON r.run_id = p.run_id
+               LEFT JOIN reid_assignment_log l ON l.run_id = p.run_id AND l.detection_id = p.detection_id
+               ORDER BY p.detection_id, r.created_at DESC, p.run_id DESC)
+           SELECT d.id::text AS detection_id, lt.proposed_deer_id::text AS deer_id, d.classification,
+                  CASE WHEN jsonb_array_length(COALESCE(lt.candidates, '[]'::jsonb)) > 0 THEN lt.candidates::json
+                       WHEN lt.best_deer_id IS NOT NULL THEN json_build_array(json_build_object(
+                           'deer_id', lt.best_deer_id::text, 'similarity', lt.similarity))
+                       ELSE '[]'::json END AS candidates,
+                  lt.threshold::float8 AS threshold, lt.current_deer_id::text AS current_deer_id,
+                  (SELECT max(c.created_at) FROM reid_review_corrections c
+                    WHERE c.detection_id = d.id AND c.action = 'skip' AND c.undone_at IS NULL) AS skipped_at
+           FROM detections d
+           JOIN reid_crops cr ON cr.detection_id = d.id AND cr.status = 'ok'
+           JOIN latest lt ON lt.detection_id = d.id
+           WHERE NOT d.is_reviewed AND d.is_valid""")).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def detection_state(conn: sa.Connection, detection_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     """The detection's deer and review fields (row-locked with ``lock``); None when it does not exist."""
     sql = (f"SELECT {', '.join(REVIEW_FIELDS)} FROM detections WHERE id = CAST(:d AS uuid)"
