@@ -181,3 +181,41 @@ def test_merge_two_deer_from_the_deer_page_then_undo(server, browser):
     browser.find_element(By.TAG_NAME, "body").send_keys("u")  # one undo puts every detection back
     _wait_text(browser, "message", f"undid merge ({len(b_before)} detections back)")
     assert _until(lambda: detections_of(ids["B"]) == b_before) and detections_of(ids["C"]) == c_before
+
+
+def test_annotate_antler_keypoints_with_mouse_and_keys(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    base, engine, ids = server
+    det = ids["uncertain"]  # its box starts at the photo's corner: crop pixels are photo pixels
+    browser.get(f"{base}/antlers/{det}")
+    crop = browser.find_element(By.ID, "antler-crop")
+    assert _until(lambda: browser.execute_script("return arguments[0].naturalWidth", crop) == 64)
+    scale = crop.size["width"] / 64  # offsets are from the element's centre
+
+    def click(x: float, y: float) -> None:
+        ActionChains(browser).move_to_element_with_offset(crop, (x - 32) * scale, (y - 32) * scale).click().perform()
+
+    click(16, 48)                                               # left main beam, visible
+    click(22, 32)                                               # left brow tine, visible
+    browser.find_element(By.TAG_NAME, "body").send_keys("o")    # now placing occluded points
+    click(32, 12)                                               # left G2, occluded
+    browser.find_element(By.TAG_NAME, "body").send_keys("t")    # the next point (G3) on the other side
+    browser.find_element(By.TAG_NAME, "body").send_keys("o")
+    click(48, 30)                                               # right G3, visible
+    assert browser.find_element(By.ID, "placed-counts").text == "yours: 3L / 1R points"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#antler-overlay circle.placed")) == 4
+    _shot(browser, "antlers")
+    browser.find_element(By.ID, "save-points").click()
+    _wait_text(browser, "message", "saved 4 keypoints")
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT keypoint_index, x, y, visibility FROM antler_keypoints "
+                                    "WHERE detection_id = CAST(:d AS uuid) ORDER BY 1"), {"d": det}).all()
+        source = conn.execute(sa.text("SELECT model_version FROM antler_processing_log "
+                                      "WHERE detection_id = CAST(:d AS uuid)"), {"d": det}).scalar()
+    assert [(i, v) for i, _, _, v in rows] == [(0, 2), (1, 2), (2, 1), (11, 2)] and source == "annotation:review-app"
+    for (_, x, y, _), (ex, ey) in zip(rows, [(16, 48), (22, 32), (32, 12), (48, 30)]):
+        assert abs(x - ex) <= 1 and abs(y - ey) <= 1, (x, y, ex, ey)
+    assert "3+L/1+R" in browser.find_element(By.ID, "stored-counts").text

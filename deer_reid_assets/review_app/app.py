@@ -19,7 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from deer_reid_assets.core.review import actions, dashboard, deer_edits, queue, security
+from deer_reid_assets.core.antlers.layout import KEYPOINT_NAMES
+from deer_reid_assets.core.review import actions, antler_annotation, dashboard, deer_edits, queue, security
 from deer_reid_assets.core.store import review as store
 
 HERE = Path(__file__).parent
@@ -221,6 +222,45 @@ async def deer_page(request: Request) -> Response:
     return _render(request, "deer.html", {"deer": deer, "others": others})
 
 
+async def antler_list(request: Request) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    with cfg.engine.connect() as conn:
+        items = antler_annotation.worklist(conn)
+    return _render(request, "antler_list.html", {"items": items})
+
+
+async def antler_page(request: Request) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    det = security.valid_id(request.path_params["detection_id"])
+    try:
+        with cfg.engine.connect() as conn:
+            page = antler_annotation.page(conn, det) if det else None
+    except actions.ReviewError as exc:
+        return PlainTextResponse(str(exc), 422)
+    if page is None:
+        return PlainTextResponse("no crop for this detection", 404)
+    scale = max(1, min(6, 384 // max(page.width, page.height, 1)))
+    data = {"width": page.width, "height": page.height, "points": page.points, "names": list(KEYPOINT_NAMES)}
+    return _render(request, "antlers.html", {"p": page, "names": KEYPOINT_NAMES, "data": data,
+                                             "display_width": page.width * scale})
+
+
+@_checked_form
+async def antler_save(request: Request, form) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    det = security.valid_id(request.path_params["detection_id"])
+    if det is None:
+        return _back("/antlers", "not a detection id")
+    try:
+        if form.get("action") == "accept":
+            page = antler_annotation.accept(cfg.engine, det, reviewer=_reviewer(request))
+        else:
+            page = antler_annotation.save(cfg.engine, det, str(form.get("points", "[]")), reviewer=_reviewer(request))
+    except (actions.ReviewError, ValueError) as exc:
+        return _back(f"/antlers/{det}", str(exc))
+    return _back(f"/antlers/{det}", f"saved {len(page.points)} keypoints: {page.counts}")
+
+
 def create_app(cfg: ReviewConfig) -> Starlette:
     app = Starlette(routes=[
         Route("/", lambda r: RedirectResponse("/queue", status_code=303)),
@@ -230,6 +270,9 @@ def create_app(cfg: ReviewConfig) -> Starlette:
         Route("/reviewer", set_reviewer, methods=["POST"]),
         Route("/crop/{detection_id}.jpg", crop),
         Route("/dashboard", dashboard_page),
+        Route("/antlers", antler_list),
+        Route("/antlers/{detection_id}", antler_page),
+        Route("/antlers/{detection_id}", antler_save, methods=["POST"]),
         Route("/deer/{deer_id}", deer_page),
         Route("/deer/{deer_id}/merge", merge, methods=["POST"]),
         Route("/deer/{deer_id}/split", split, methods=["POST"]),
