@@ -44,3 +44,5 @@ def test_import_crops_then_report_reaches_the_before_after_table(engine, reid_ho
     instance = dg.DagsterInstance.get()
     for key in ("crops", "published_embeddings", "ensemble_weights", "deer_assignments", "embedding_report"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
+    # ... as a named job, not __ephemeral_asset_job__
+    assert {r.job_name for r in instance.get_runs()} == {"report_from_crops"}

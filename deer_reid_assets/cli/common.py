@@ -97,8 +97,10 @@ class RunOutcome:
                            "skipped (deer-reid embeddings list)")
 
 
-def materialize(assets: list, run_config: dict, resources: dict, inst, *, partition: str | None = None) -> RunOutcome:
-    """Materialize ``assets`` (with their checks) in-process, camera_images as upload batch
+def materialize(assets: list, run_config: dict, resources: dict, inst, *, partition: str | None = None,
+                job_name: str = "deer_reid_cli") -> RunOutcome:
+    """Materialize ``assets`` (with their checks) in-process as the job ``job_name`` (the name the
+    Dagster UI's run list shows, not ``__ephemeral_asset_job__``), camera_images as upload batch
     ``partition``. A failed run is a one-line CliError, except an audit that failed: that is an
     outcome (the version is not published), reported in ``checks``."""
     import dagster as dg
@@ -110,8 +112,10 @@ def materialize(assets: list, run_config: dict, resources: dict, inst, *, partit
     checks = [c for c in ALL_CHECKS if all(k.asset_key in keys for k in c.check_keys)]
     if partition is not None:
         inst.add_dynamic_partitions(upload_batches.name, [partition])
-    result = dg.materialize([*assets, *checks], run_config=run_config, resources=resources, instance=inst,
-                            partition_key=partition, raise_on_error=False)
+    job = dg.define_asset_job(job_name, selection=dg.AssetSelection.assets(*assets))
+    location = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources)
+    result = location.resolve_job_def(job_name).execute_in_process(
+        run_config=run_config, instance=inst, partition_key=partition, raise_on_error=False)
     outcome = RunOutcome()
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks[evaluation.asset_key.to_user_string()] = evaluation

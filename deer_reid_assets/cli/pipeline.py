@@ -64,7 +64,8 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     step("materializing the asset graph (camera_images -> ... -> finetuned_reid_model -> ... -> embedding_report)"
          if train else "materializing the asset graph without training (camera_images -> ... -> embedding_report)")
     outcome = materialize(graph(train=train), LOG_INFO, _resources(weights=weights, image_size=image_size,
-                                                                   upload_dir=data), inst, partition="demo")
+                                                                   upload_dir=data), inst, partition="demo",
+                          job_name="reid_pipeline" if train else "reid_pipeline_without_training")
     outcome.echo_failed_audits()
     summary = RunSummary.from_metadata(outcome.metadata)
     click.echo(f"      weights used: {summary.weights}")
@@ -84,7 +85,7 @@ def run_report(weights: str, image_size: int) -> None:
     click.echo("materializing crops -> embeddings -> ensemble_weights -> deer_assignments -> reid_evaluation, "
                "embedding_report")
     outcome = materialize(FROM_CROPS, LOG_INFO, _resources(weights=weights, image_size=image_size),
-                          instance(url, write_env_file=False))
+                          instance(url, write_env_file=False), job_name="report_from_crops")
     outcome.echo_failed_audits()
     summary = RunSummary.from_metadata(outcome.metadata)
     click.echo(f"weights used: {summary.weights}")
@@ -141,12 +142,13 @@ def train(profile: str, epochs: int | None, image_size: int | None, arch: str | 
     inst = instance(db.database_url(), write_env_file=False)
     run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": {"profile": profile, **overrides}}}}
     *learn, embed = TRAINING_ASSETS
-    model = RunSummary.from_metadata(materialize(learn, run_config, resources, inst).metadata).model
+    model = RunSummary.from_metadata(materialize(learn, run_config, resources, inst, job_name="train_reid_model").metadata).model
     click.echo(f"model {model['model_version']} ({model['status']}): best val rank-1 {model['best_val_rank1']:.3f}, "
                f"mAP {model['best_val_mAP']:.3f} at epoch {model['best_epoch']} on {model['device']}\n{model['guard']}")
     if model["status"] == "collapsed":
         raise CliError("deer-reid: the model collapsed and is not used; nothing was embedded or published")
-    summary = RunSummary.from_metadata(materialize([embed, *AFTER_TRAINING], LOG_INFO, resources, inst).metadata)
+    summary = RunSummary.from_metadata(materialize([embed, *AFTER_TRAINING], LOG_INFO, resources, inst,
+                                                           job_name="publish_finetuned_model").metadata)
     click.echo(summary.publish_table)
     click.echo(summary.comparison_table)
 

@@ -22,9 +22,9 @@ class RunSummary:
     considered: int | None
     threshold: float | None
     assignment_run: str | None
-    live_assignment_rate: float | None
-    live_false_match_rate: float | str | None
-    live_buck_misidentification_rate: float | str | None
+    live_assignment_rate: str | None  # rates as the UI shows them: '93.9%' (or why there is none)
+    live_false_match_rate: str | None
+    live_buck_misidentification_rate: str | None
     antler_point_counts: dict | str | None
     evaluation_table: str | None  # reid_evaluation's headline table (markdown)
     comparison_table: str | None  # embedding_report's before/after table (markdown)
@@ -64,11 +64,9 @@ class RunSummary:
                        f"detections at threshold {self.threshold:.2f}")
         if self.live_assignment_rate is not None:
             fmr = self.live_false_match_rate
-            click.echo(f"      live assignment rate {self.live_assignment_rate:.3f}, live false-match rate "
-                       + (f"{fmr:.3f}" if isinstance(fmr, float) else str(fmr)))
+            click.echo(f"      live assignment rate {self.live_assignment_rate}, live false-match rate {fmr}")
             bmr = self.live_buck_misidentification_rate
-            click.echo("      live buck misidentification rate (bucks assigned to a wrong buck / bucks assigned) "
-                       + (f"{bmr:.3f}" if isinstance(bmr, float) else str(bmr)))
+            click.echo(f"      live buck misidentification rate (bucks assigned to a wrong buck / bucks assigned) {bmr}")
         if self.model is not None and self.model.get("guard"):
             click.echo(f"      fine-tuned model {self.model['model_version']}: {self.model['guard']}")
         if isinstance(self.antler_point_counts, dict):

@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from .automation import DOWNSTREAM
-from .common import OWNERS, core_errors, md_table
+from .common import OWNERS, core_errors, figure, md_table
 from .ingest import detections
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource
 
@@ -58,7 +58,7 @@ def antler_detector(context: dg.AssetExecutionContext, config: AntlerDetectorCon
         "train_photos": model.train_photos,
         "val_photos": model.val_photos,
         "metrics": md_table(pd.DataFrame(sorted(r.metrics.items()), columns=["metric", "value"])),
-        **{k: dg.MetadataValue.float(v) for k, v in r.metrics.items() if "mAP" in k or k == "keypoint_error"},
+        **{k: figure(v) for k, v in r.metrics.items() if "mAP" in k or k == "keypoint_error"},
     })
 
 

@@ -36,8 +36,38 @@ def progress_logger(context: dg.AssetExecutionContext, what: str, every_s: float
     return report
 
 
-def md_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
+def sig3(value: float) -> float:
+    """``value`` to 3 significant digits (the UI would otherwise show all 17)."""
+    return float(f"{value:.3g}")
+
+
+def figure(value: float) -> dg.MetadataValue:
+    """A figure for the UI: a float to 3 significant digits."""
+    return dg.MetadataValue.float(sig3(float(value)))
+
+
+def rate(value: float) -> dg.MetadataValue:
+    """A rate for the UI: a percentage to 3 significant digits ('93.9%')."""
+    return dg.MetadataValue.text(percent(value))
+
+
+def percent(value: float) -> str:
+    return f"{100 * float(value):.3g}%"
+
+
+def _cell(value):
+    if isinstance(value, float) and value == value and abs(value) not in (float("inf"),):
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return value
+
+
+def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """A markdown table, every float to 3 significant digits (a learning rate of 2e-05 stays 2e-05)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]) or shown[column].dtype == object:
+            shown[column] = shown[column].map(_cell)
+    return dg.MetadataValue.md(shown.to_markdown(index=False, disable_numparse=True))
 
 
 def md_image(png: bytes, alt: str) -> dg.MetadataValue:

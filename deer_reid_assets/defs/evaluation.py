@@ -15,7 +15,7 @@ from deer_reid_assets.core.matcher_setup import current_ensemble
 from deer_reid_assets.core.store import queries
 
 from .automation import DOWNSTREAM
-from .common import OWNERS, core_errors, md_image
+from .common import OWNERS, core_errors, figure, md_image, percent, rate
 from .embeddings import published_embeddings
 from .matching import deer_assignments, ensemble_weights
 from .resources import DatabaseResource, ImageStoreResource
@@ -40,15 +40,21 @@ HEADLINE = [
 ]
 
 
-def _fmt(value) -> str:
+RATES = {"assignment_rate", "false_match_rate", "precision", "recall", "best_assignment_rate", "best_false_match_rate"}
+
+
+def _fmt(value, key: str = "") -> str:
     if value is None:
         return "none qualifies"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    return percent(value) if key in RATES else f"{value:.3g}"
 
 
 def headline_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """The metrics a person reads, one column per report, formatted."""
-    rows = [{"metric": label, **{name: _fmt(s.get(key)) for name, s in summaries.items()}} for key, label in HEADLINE]
+    """The metrics a person reads, one column per report: rates as percentages, figures to 3 significant digits."""
+    rows = [{"metric": label, **{name: _fmt(s.get(key), key) for name, s in summaries.items()}}
+            for key, label in HEADLINE]
     return pd.DataFrame(rows)
 
 
@@ -101,15 +107,15 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
     return dg.MaterializeResult(metadata={
         "embedding_version": version,
         "weights": weights,
-        "test_assignment_rate": dg.MetadataValue.float(test.assignment["assignment_rate"]),
-        "test_false_match_rate": dg.MetadataValue.float(test.assignment["false_match_rate"]),
-        "test_rank1": dg.MetadataValue.float(test.retrieval["rank1"]),
-        "test_mAP": dg.MetadataValue.float(test.retrieval["mAP"]),
-        "best_threshold_at_fmr_budget": test.best["threshold"] if test.best else "none qualifies",
-        "live_assignment_rate": dg.MetadataValue.float(live["assignment_rate"]),
-        "live_false_match_rate": dg.MetadataValue.float(live["false_match_rate"])
+        "test_assignment_rate": rate(test.assignment["assignment_rate"]),
+        "test_false_match_rate": rate(test.assignment["false_match_rate"]),
+        "test_rank1": figure(test.retrieval["rank1"]),
+        "test_mAP": figure(test.retrieval["mAP"]),
+        "best_threshold_at_fmr_budget": figure(test.best["threshold"]) if test.best else "none qualifies",
+        "live_assignment_rate": rate(live["assignment_rate"]),
+        "live_false_match_rate": rate(live["false_match_rate"])
         if live["false_match_rate"] is not None else "no ground truth",
-        "live_buck_misidentification_rate": dg.MetadataValue.float(live["buck_misidentification_rate"])
+        "live_buck_misidentification_rate": rate(live["buck_misidentification_rate"])
         if live["buck_misidentification_rate"] is not None else "no bucks assigned with ground truth",
         "antler_point_count_accuracy": dg.MetadataValue.json(points) if points["detections"]
         else "no buck detection with keypoints and a ground-truth count",
@@ -174,5 +180,5 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
         "comparison": dg.MetadataValue.md(shown.to_markdown(index=False)),
         "plot": md_image(png, "assignment rate vs false-match rate per model"),
         "json": dg.MetadataValue.path(str(out / "embedding_report.json")),
-        **{f"{name}: test rank-1": dg.MetadataValue.float(r.retrieval["rank1"]) for name, r in reports.items()},
+        **{f"{name}: test rank-1": figure(r.retrieval["rank1"]) for name, r in reports.items()},
     })

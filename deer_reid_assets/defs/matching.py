@@ -15,7 +15,7 @@ from deer_reid_assets.core.store import queries
 
 from .antlers import antler_features
 from .automation import DOWNSTREAM
-from .common import OWNERS, core_errors, md_image, md_table
+from .common import OWNERS, core_errors, figure, md_image, md_table, rate
 from .embeddings import published_embeddings
 from .resources import DatabaseResource
 
@@ -89,8 +89,8 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
     if search.choice is None:
         context.log.info(f"same versions and labels as search {search.reused}: keeping w={search.weight:.2f}")
         return dg.MaterializeResult(metadata={
-            "weight_multiscale": dg.MetadataValue.float(search.weight),
-            "threshold": dg.MetadataValue.float(search.threshold) if search.threshold is not None
+            "weight_multiscale": figure(search.weight),
+            "threshold": figure(search.threshold) if search.threshold is not None
             else "keep operating threshold",
             "meets_false_match_budget": search.meets_budget,
             "reused_search": search.reused,
@@ -101,12 +101,12 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
         context.log.warning(f"no weight/threshold keeps FMR <= {config.max_false_match_rate:.0%} on val queries; "
                             f"keeping w={choice.weight:.2f} (best val mAP) and the operating threshold")
     return dg.MaterializeResult(metadata={
-        "weight_multiscale": dg.MetadataValue.float(choice.weight),
-        "weight_efficientnet": dg.MetadataValue.float(round(1 - choice.weight, 4)),
-        "threshold": dg.MetadataValue.float(choice.threshold) if choice.threshold is not None else "keep operating threshold",
+        "weight_multiscale": figure(choice.weight),
+        "weight_efficientnet": figure(1 - choice.weight),
+        "threshold": figure(choice.threshold) if choice.threshold is not None else "keep operating threshold",
         "meets_false_match_budget": choice.meets_budget,
-        "val_assignment_rate": dg.MetadataValue.float(choice.assignment_rate) if choice.meets_budget else "n/a",
-        "val_false_match_rate": dg.MetadataValue.float(choice.false_match_rate) if choice.meets_budget else "n/a",
+        "val_assignment_rate": rate(choice.assignment_rate) if choice.meets_budget else "n/a",
+        "val_false_match_rate": rate(choice.false_match_rate) if choice.meets_budget else "n/a",
         "roadmap_0.6_0.4": dg.MetadataValue.json(choice.to_json()["roadmap"]),
         "versions": versions,
         "curve": md_table(choice.curve),
@@ -164,7 +164,7 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
         "threshold": threshold,
         "detections_considered": report.considered,
         "assigned": report.assigned,
-        "assignment_rate": dg.MetadataValue.float(round(report.assignment_rate, 4)),
+        "assignment_rate": rate(report.assignment_rate),
         "changed": report.changed,
         "without_compatible_profile": report.no_candidate,
         "rescored_against_all_profiles": report.rescored,

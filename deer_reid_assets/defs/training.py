@@ -13,7 +13,7 @@ from deer_reid_assets.core.reid import triplet_data
 from deer_reid_assets.core.review import labels as review_labels
 from deer_reid_assets.core.store import reid_models as training_store
 
-from .common import OWNERS, md_image, md_table
+from .common import OWNERS, figure, md_image, md_table
 from .ingest import crops
 from .resources import (
     ComputeResource,
@@ -175,9 +175,9 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
         "model_version": version,
         "status": result.status,
         "guard": result.guard_message,
-        "untrained_val_rank1": dg.MetadataValue.float(float(guard["untrained"]["val_rank1"])),
-        "best_val_rank1": dg.MetadataValue.float(result.best_val_rank1),
-        "best_val_mAP": dg.MetadataValue.float(result.best_val_mAP),
+        "untrained_val_rank1": figure(guard["untrained"]["val_rank1"]),
+        "best_val_rank1": figure(result.best_val_rank1),
+        "best_val_mAP": figure(result.best_val_mAP),
         "best_epoch": result.best_epoch,
         "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
         "manifest_version": manifest_version,
@@ -188,7 +188,7 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
         "config": dg.MetadataValue.json(cfg.to_json()),
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else "no",
-        "images_per_second": dg.MetadataValue.float(float(trained["images_per_s"].mean())) if len(trained) else 0.0,
+        "images_per_second": figure(trained["images_per_s"].mean()) if len(trained) else 0.0,
         "history": md_table(history),
         "curves": md_image(training_curve_plot(history), "loss terms, validation figures and pair cosines per epoch"),
     })

@@ -37,11 +37,12 @@ def _png(figure: Figure) -> bytes:
 
 
 def evaluation_plot(report: EvaluationReport, title: str) -> bytes:
-    """Left: same- vs different-deer similarity histograms with the threshold; right: assignment
-    rate and false-match rate against the threshold, with the FMR budget and thresholds marked."""
-    figure = _new_figure(12, 4.6)
+    """Top: same- vs different-deer similarity histograms with the threshold; below it: assignment
+    rate and false-match rate against the threshold, with the FMR budget and thresholds marked.
+    Stacked, so the plot fits the width of the Dagster UI's metadata dialog."""
+    figure = _new_figure(7.5, 8.4)
     figure.suptitle(title)
-    hist_ax, sweep_ax = figure.subplots(1, 2)
+    hist_ax, sweep_ax = figure.subplots(2, 1)
 
     same, different = report.same_similarities, report.different_similarities
     both = np.concatenate([same, different])
