@@ -239,10 +239,10 @@ async def antler_page(request: Request) -> Response:
         return PlainTextResponse(str(exc), 422)
     if page is None:
         return PlainTextResponse("no crop for this detection", 404)
-    scale = max(1, min(6, 384 // max(page.width, page.height, 1)))
+    scale = min(6.0, 480 / max(page.width, page.height, 1))  # small crops enlarged, large ones fit the page
     data = {"width": page.width, "height": page.height, "points": page.points, "names": list(KEYPOINT_NAMES)}
     return _render(request, "antlers.html", {"p": page, "names": KEYPOINT_NAMES, "data": data,
-                                             "display_width": page.width * scale})
+                                             "display_width": round(page.width * scale)})
 
 
 @_checked_form
