@@ -72,7 +72,7 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
         used = meta["deer_assignments"]["embedding_versions_and_ensemble_weights"]
         assert used[columns["feature_vector_multiscale"]] == pytest.approx(w)
         # every page with figures names the weights behind them (random here)
-        for name in ("deer_assignments", "reid_evaluation"):
+        for name in ("deer_assignments", "reid_evaluation", "ensemble_weights", "embedding_report"):
             assert "NOT pretrained" in meta[name]["weights"], name
         assert q("SELECT count(*) FROM reid_ensemble_weights") == 1
         # assignments: the metadata counts are the rows with a deer

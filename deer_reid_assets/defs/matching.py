@@ -86,6 +86,8 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
             database.get_engine(), max_false_match_rate=config.max_false_match_rate, split_seed=config.split_seed,
             search_again=config.search_again)
     versions = dg.MetadataValue.json(dict(zip(families.ENSEMBLE, (search.version_a, search.version_b))))
+    with database.get_engine().connect() as conn:  # every page with figures names the weights behind them
+        weights = queries.weights_of(conn, [search.version_a, search.version_b])
     if search.choice is None:
         context.log.info(f"same versions and labels as search {search.reused}: keeping w={search.weight:.2f}")
         return dg.MaterializeResult(metadata={
@@ -95,6 +97,7 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
             "meets_false_match_budget": search.meets_budget,
             "reused_search": search.reused,
             "versions": versions,
+            "weights": weights,
         })
     choice = search.choice
     if not choice.meets_budget:
@@ -109,6 +112,7 @@ def ensemble_weights(context: dg.AssetExecutionContext, config: EnsembleWeightsC
         "val_false_match_rate": rate(choice.false_match_rate) if choice.meets_budget else "n/a",
         "roadmap_0.6_0.4": dg.MetadataValue.json(choice.to_json()["roadmap"]),
         "versions": versions,
+        "weights": weights,
         "curve": md_table(choice.curve),
         "curve_plot": md_image(ensemble_curve_plot(choice.curve, choice.weight), "ensemble weight search"),
     })
