@@ -1,7 +1,7 @@
 """The review app in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, which
 .ci/run installs) driven by Selenium, against one uvicorn server on a real embedded PostgreSQL.
-Each step checks the database. Screenshots go to $DEER_REID_SCREENSHOTS (docs/screenshots/ when
-the README's pictures are refreshed), else to a temporary folder."""
+Each step checks the database. Screenshots go to $DEER_REID_SCREENSHOTS, else to a temporary folder
+(the README's pictures come from a demo database: docs/screenshots/take_screenshots.py)."""
 
 from __future__ import annotations
 
