@@ -39,6 +39,7 @@ ALL_ASSETS = [
     embeddings.published_embeddings,
     matching.ensemble_weights,
     matching.deer_profiles,
+    antlers.antler_annotations,
     antlers.antler_detector,
     antlers.antler_features,
     matching.deer_assignments,
@@ -54,7 +55,7 @@ REVIEW_ASSETS = [review.review_labels]
 # The deer-specific model: what `deer-reid demo --no-train` leaves out and `deer-reid train` runs ...
 TRAINING_ASSETS = [training.triplet_dataset, training.finetuned_reid_model, embeddings.finetuned_embeddings]
 # The antler keypoint model trains on annotations a person imported (`deer-reid antlers import`); it is
-# launched on purpose, not part of the demo's or the report's runs.
+# launched on purpose (`deer-reid demo` trains it with the training assets), not part of the report's runs.
 ANTLER_TRAINING = [antlers.antler_detector]
 # ... followed by what a new model changes: published if it beats the matcher, profiles, matching, the report.
 AFTER_TRAINING = [embeddings.published_embeddings, matching.deer_profiles, matching.deer_assignments,
@@ -65,7 +66,7 @@ FROM_CROPS = [a for a in ALL_ASSETS if a not in TRAINING_ASSETS + ANTLER_TRAININ
 
 def graph(*, train: bool) -> list:
     """The whole graph in dependency order, with or without the training assets."""
-    return [a for a in ALL_ASSETS if a not in ANTLER_TRAINING and (train or a not in TRAINING_ASSETS)]
+    return [a for a in ALL_ASSETS if train or a not in TRAINING_ASSETS + ANTLER_TRAINING]
 
 # The whole graph, in dependency order: what `deer-reid demo` and the UI's "materialize all" run.
 reid_pipeline_job = dg.define_asset_job(

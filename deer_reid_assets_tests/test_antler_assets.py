@@ -67,7 +67,8 @@ def test_antler_detector_and_features_materialize(engine, tmp_path, reid_home):
     from deer_reid_assets.core.antlers.transfer import import_annotations
 
     export = tmp_path / "ls.json"
-    export.write_text(json.dumps(labelstudio.to_tasks(_stored_photos(engine, tmp_path))))
+    annotated = _stored_photos(engine, tmp_path, n=5)
+    export.write_text(json.dumps(labelstudio.to_tasks(annotated[:4])))  # the fifth buck: no person's points
     assert import_annotations(engine, export, "label-studio").detections_written == 4
     resources = {"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)),
                  "image_store": ImageStoreResource(root=str(tmp_path / "store")),
@@ -86,5 +87,12 @@ def test_antler_detector_and_features_materialize(engine, tmp_path, reid_home):
         row = conn.execute(sa.text("SELECT version, pretrained, metrics FROM reid_antler_models")).one()
     assert row.version == meta["model_version"].value and row.pretrained is False and "box_mAP50" in row.metrics
     features = result.asset_materializations_for_node("antler_features")[0].metadata
-    assert features["buck_detections_with_keypoints"].value == 4
-    assert features["confidently_counted"].value == 4  # every point annotated: both beams seen
+    # the new model ran on the one buck no person annotated, and only on him
+    predicted = features["predictions"].value
+    assert predicted.startswith(f"model {row.version} (random init, NOT pretrained): ") and "of 1 buck" in predicted
+    with engine.connect() as conn:
+        sources = [r[0] for r in conn.execute(sa.text(
+            "SELECT model_version FROM antler_processing_log ORDER BY model_version"))]
+    assert sources == ["annotation:label-studio"] * 4 + [row.version]
+    assert features["buck_detections_with_keypoints"].value >= 4
+    assert features["confidently_counted"].value >= 4  # every point annotated: both beams seen

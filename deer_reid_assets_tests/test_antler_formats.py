@@ -115,7 +115,7 @@ def test_label_studio_export_import_and_round_trip(tmp_path):
     images, errors = labelstudio.read_export(tmp_path)
     assert [str(e).split("/")[-1] for e in errors] == ["export.json task 12: keypoint label 'left_g9' is not one "
                                                        "of the 16 antler points",
-                                                       "export.json task 13: keypoint left_g2 lies in no buck box",
+                                                       "export.json task 13: keypoint left_g2 but no buck box in the task",
                                                        "garbage.json: not a Label Studio JSON export (Expecting "
                                                        "property name enclosed in double quotes: line 1 column 2 "
                                                        "(char 1))"]

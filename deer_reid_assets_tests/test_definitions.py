@@ -9,7 +9,7 @@ import dagster as dg
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, REVIEW_ASSETS, defs
 
 GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
-              "finetuned_reid_model", "finetuned_embeddings", "antler_detector"}
+              "finetuned_reid_model", "finetuned_embeddings", "antler_detector", "antler_features"}
 
 
 def test_definitions_load_and_every_asset_is_described():
@@ -18,8 +18,8 @@ def test_definitions_load_and_every_asset_is_described():
     assert keys == {"camera_images", "detections", "crops", "baseline_embeddings", "multiscale_embeddings",
                     "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
                     "deer_assignments", "reid_evaluation", "embedding_report", "triplet_dataset",
-                    "finetuned_reid_model", "finetuned_embeddings", "review_labels", "antler_detector",
-                    "antler_features"}
+                    "finetuned_reid_model", "finetuned_embeddings", "review_labels", "antler_annotations",
+                    "antler_detector", "antler_features"}
     for asset in ALL_ASSETS + REVIEW_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()

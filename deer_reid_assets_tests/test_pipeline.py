@@ -41,9 +41,20 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
     assert result.success
     meta = _metadata(result)
     assert set(meta) == {a.key.to_user_string() for a in ALL_ASSETS if a not in TRAINING_ASSETS + ANTLER_TRAINING}
-    # no keypoints in the synthetic photos yet: the antler assets run and say so
-    assert meta["antler_features"]["buck_detections_with_keypoints"] == 0
-    assert meta["deer_assignments"]["changed_by_antler_constraint"] == 0
+    # the labelled bucks' antler annotations (the generator's Label Studio export) are imported; no keypoint
+    # model is trained without the training assets, so the features come from the annotations alone
+    sidecar = json.loads(summary.detections_file.read_text())
+    truth = json.loads(summary.ground_truth_file.read_text())["detections"]
+    labelled_bucks = sum("label" in d and truth[d["key"]]["sex"] == "buck"
+                         for image in sidecar["images"] for d in image["detections"])
+    assert labelled_bucks > 0 and meta["antler_annotations"]["not_imported"] == 0
+    assert meta["antler_annotations"]["buck_detections_annotated"] == labelled_bucks
+    assert meta["antler_features"]["buck_detections_with_keypoints"] == labelled_bucks
+    assert meta["antler_features"]["predictions"] == "no keypoint model registered: annotations only"
+    assert isinstance(meta["deer_assignments"]["changed_by_antler_constraint"], int)
+    accuracy = meta["reid_evaluation"]["antler_point_count_accuracy"]
+    assert accuracy["annotations"]["detections"] == labelled_bucks and accuracy["model"]["detections"] == 0
+    assert accuracy["annotations"]["left_exact"] == 1.0  # a person's points in view give the true count
     assert meta["reid_evaluation"]["live_buck_misidentification_rate"] is not None
 
     with engine.connect() as conn:
@@ -100,7 +111,10 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
     # the before/after report: five rows on the same test queries, numbers from the run
     rows = json.loads((tmp_path / "store" / "reports" / "embedding_report.json").read_text())["rows"]
     assert [r["model"] for r in rows][:3] == ["baseline (ResNet50)", "multi-scale ResNet50", "EfficientNet-B0"]
-    assert len(rows) == 5 and rows[0]["mean_true_match_similarity_change_pct"] == pytest.approx(0.0)
+    assert len(rows) == 6 and rows[0]["mean_true_match_similarity_change_pct"] == pytest.approx(0.0)
+    assert rows[5]["model"] == rows[4]["model"] + " + antler constraint"  # the tuned ensemble, constrained
+    assert rows[5]["assignment_rate"] <= rows[4]["assignment_rate"]  # it only ever removes candidates
+    assert "test queries confidently counted" in meta["embedding_report"]["antler_constraint"]
     # computed per model, not copied (the tuned ensemble may equal the 0.6/0.4 one when w = 0.6)
     assert len({round(r["mean_true_match_similarity"], 9) for r in rows[:4]}) == 4
     assert rows[0]["rank1"] == pytest.approx(test["rank1"])  # the baseline row is reid_evaluation's test split

@@ -30,6 +30,7 @@ class RunSummary:
     comparison_table: str | None  # embedding_report's before/after table (markdown)
     publish_table: str | None  # published_embeddings' decision per family (markdown)
     model: dict[str, Any] | None  # finetuned_reid_model: version, guard status and line, best val figures, device
+    antlers: dict[str, Any] | None = None  # annotations imported, keypoint model, its predictions, the constraint
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, dict[str, Any]]) -> RunSummary:
@@ -40,7 +41,18 @@ class RunSummary:
         if "finetuned_reid_model" in metadata:
             model = {k: v("finetuned_reid_model", k) for k in ("model_version", "status", "guard", "best_val_rank1",
                                                                "best_val_mAP", "best_epoch", "device")}
+        antlers = {
+            "annotated": v("antler_annotations", "buck_detections_annotated"),
+            "model_version": v("antler_detector", "model_version"),
+            "started_from": v("antler_detector", "started_from"),
+            "train_photos": v("antler_detector", "train_photos"),
+            "train_seconds": v("antler_detector", "train_seconds"),
+            "predictions": v("antler_features", "predictions"),
+            "live_vetoes": v("deer_assignments", "changed_by_antler_constraint"),
+            "report_constraint": v("embedding_report", "antler_constraint"),
+        }
         return cls(
+            antlers=antlers if any(x is not None for x in antlers.values()) else None,
             weights=v("baseline_embeddings", "weights"),
             method=v("deer_assignments", "method"),
             assigned=v("deer_assignments", "assigned"),
@@ -69,10 +81,28 @@ class RunSummary:
             click.echo(f"      live buck misidentification rate (bucks assigned to a wrong buck / bucks assigned) {bmr}")
         if self.model is not None and self.model.get("guard"):
             click.echo(f"      fine-tuned model {self.model['model_version']}: {self.model['guard']}")
+        a = self.antlers or {}
+        if a.get("annotated") is not None:
+            click.echo(f"      antler annotations imported: {a['annotated']} buck detections")
+        if a.get("model_version") is not None:
+            click.echo(f"      antler keypoint model {a['model_version']} from {a['started_from']}, "
+                       f"{a['train_photos']} training photos, trained in {a['train_seconds']:.0f} s")
+        if a.get("predictions") is not None:
+            click.echo(f"      antler keypoints predicted: {a['predictions']}")
+        if a.get("live_vetoes") is not None:
+            click.echo(f"      live matching decisions changed by the antler constraint: {a['live_vetoes']}")
+        if a.get("report_constraint") is not None:
+            click.echo(f"      '+ antler constraint' row: {a['report_constraint']}")
         if isinstance(self.antler_point_counts, dict):
-            pc = self.antler_point_counts
-            click.echo(f"      antler point counts from keypoints, exact: left {pc['left_exact']:.3f}, right "
-                       f"{pc['right_exact']:.3f}, total {pc['total_exact']:.3f} over {pc['detections']} buck detections")
+            for source, label in (("model", "keypoint model's predictions"), ("annotations", "imported annotations")):
+                pc = self.antler_point_counts.get(source) or {}
+                if not pc.get("detections"):
+                    click.echo(f"      antler point counts ({label}): no buck detection scored")
+                    continue
+                err = pc.get("keypoint_error")
+                click.echo(f"      antler point counts ({label}), exact per side: left {pc['left_exact']:.3f}, right "
+                           f"{pc['right_exact']:.3f}, total {pc['total_exact']:.3f} over {pc['detections']} buck "
+                           "detections" + (f"; keypoint error {err:.3f} of the box diagonal" if err is not None else ""))
         elif self.antler_point_counts is not None:
             click.echo(f"      antler point counts: {self.antler_point_counts}")
         if self.evaluation_table is not None:

@@ -20,6 +20,13 @@ PUBLISH = (
     | dg.AutomationCondition.code_version_changed().since_last_handled()
 ) & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(_OPTIONAL_FOR_PUBLISH)
 
+# Likewise the antler keypoint model: antler_features run (on the annotations alone) before any is trained.
+ANTLER_FEATURES = (
+    dg.AutomationCondition.eager().replace(
+        "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("antler_detector")))
+    | dg.AutomationCondition.code_version_changed().since_last_handled()
+)
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "deer_reid_automation",
     target=dg.AssetSelection.all(),

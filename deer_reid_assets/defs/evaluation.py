@@ -1,6 +1,7 @@
 """Evaluation asset: the held-out protocol and the live assignments, on the same seeded split."""
 
 import json
+from typing import Optional
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +15,7 @@ from deer_reid_assets.core.evaluation.report import compare_reports
 from deer_reid_assets.core.matcher_setup import current_ensemble
 from deer_reid_assets.core.store import queries
 
+from .antlers import antler_features
 from .automation import DOWNSTREAM
 from .common import OWNERS, core_errors, figure, md_image, percent, rate
 from .embeddings import published_embeddings
@@ -117,8 +119,9 @@ def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
         if live["false_match_rate"] is not None else "no ground truth",
         "live_buck_misidentification_rate": rate(live["buck_misidentification_rate"])
         if live["buck_misidentification_rate"] is not None else "no bucks assigned with ground truth",
-        "antler_point_count_accuracy": dg.MetadataValue.json(points) if points["detections"]
-        else "no buck detection with keypoints and a ground-truth count",
+        "antler_point_count_accuracy": dg.MetadataValue.json(points)
+        if any(v["detections"] for v in points.values())
+        else "no buck detection with processed antlers and a ground-truth count",
         "summary": dg.MetadataValue.md(table.to_markdown(index=False)),
         "plot": md_image(png, "similarity histograms and threshold curves"),
         "json": dg.MetadataValue.path(str(out / "reid_evaluation.json")),
@@ -129,10 +132,13 @@ class ReportConfig(dg.Config):
     threshold: float = Field(default=0.40, description="Operating threshold of the single models and the 0.6/0.4 row.")
     max_false_match_rate: float = Field(default=0.05)
     split_seed: int = Field(default=0)
+    antler_tolerance: Optional[int] = Field(
+        default=0, description="The '+ antler constraint' row: the tuned ensemble with the season-aware antler "
+        "constraint at this tolerance (as deer_assignments applies it); null leaves the row out.")
 
 
 @dg.asset(
-    deps=[published_embeddings, ensemble_weights],  # finetuned_embeddings feed published_embeddings
+    deps=[published_embeddings, ensemble_weights, antler_features],  # finetuned_embeddings feed published_embeddings
     group_name=GROUP,
     kinds={"numpy", "postgres"},
     owners=OWNERS,
@@ -141,8 +147,10 @@ class ReportConfig(dg.Config):
     description="Before/after report (the roadmap's validate_embeddings): baseline ResNet50, multi-scale ResNet50 "
     "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble, the tuned ensemble and (once trained) the "
     "fine-tuned triplet model, on the same test queries "
-    "of the same seeded split: assignment rate, false-match rate, rank-1, mAP, best threshold under the budget and "
-    "mean true-match similarity with its change against the baseline. Table, plot and JSON.",
+    "of the same seeded split: assignment rate, false-match rate, buck misidentification rate, rank-1, mAP, best "
+    "threshold under the budget and mean true-match similarity with its change against the baseline; then the tuned "
+    "ensemble '+ antler constraint' (profiles' per-season point counts from the gallery's stored keypoints, each "
+    "query's from its own). Table, plot and JSON.",
 )
 def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
                      image_store: ImageStoreResource) -> dg.MaterializeResult:
@@ -156,10 +164,16 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
     models, tuned_threshold = tuned
     with engine.connect() as conn:
         finetuned = versions.latest_version(conn, families.FINETUNED)
+    veto = None
+    if config.antler_tolerance is not None:
+        from deer_reid_assets.core.antlers.profiles import evaluation_veto
+
+        with engine.connect() as conn:
+            veto = evaluation_veto(conn, tolerance=config.antler_tolerance)
     reports = protocol.compare_on_test(
         engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
         threshold=config.threshold, finetuned=finetuned.version if finetuned is not None else None,
-        max_false_match_rate=config.max_false_match_rate, seed=config.split_seed)
+        max_false_match_rate=config.max_false_match_rate, seed=config.split_seed, antler_veto=veto)
     table = compare_reports(reports, baseline=next(iter(reports)))
     png = comparison_plot(reports)
     out = image_store.reports
@@ -179,6 +193,9 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
         "weights": weights,
         "comparison": dg.MetadataValue.md(shown.to_markdown(index=False)),
         "plot": md_image(png, "assignment rate vs false-match rate per model"),
+        "antler_constraint": "off" if veto is None else (
+            f"tolerance {veto.stats['tolerance']}: {veto.stats['queries_with_usable_count']} test queries confidently "
+            f"counted in hard antler, {veto.stats['pairs_ruled_out']} query-profile pairs ruled out"),
         "json": dg.MetadataValue.path(str(out / "embedding_report.json")),
         **{f"{name}: test rank-1": figure(r.retrieval["rank1"]) for name, r in reports.items()},
     })

@@ -16,7 +16,9 @@ Output of :func:`generate_dataset` under ``out_dir``:
   ``deer-reid-detections/1``); human labels only on part of the detections of profiled animals;
 * ``ground_truth.json`` -- the hidden truth for evaluation (format ``deer-reid-ground-truth/1``);
   per buck detection also its antler season, points per side in that season and its 16 antler
-  keypoints ``[x, y, visibility]`` in pixels (``antler_truth``).
+  keypoints ``[x, y, visibility]`` in pixels (``antler_truth``);
+* ``antler_annotations/label_studio_export.json`` -- a person's antler annotations of the labelled
+  bucks, as Label Studio exports them (``annotations``).
 
 The same :class:`SyntheticConfig` always gives byte-identical files: all randomness comes from
 ``numpy.random.Generator`` streams derived from ``config.seed``.
@@ -32,6 +34,7 @@ import numpy as np
 
 from deer_reid_assets.core.antlers.seasons import antler_season
 
+from .annotations import write_antler_annotations
 from .antler_truth import as_rows, season_view
 from .common import _STREAM_PHOTO, DETECTIONS_FORMAT, GROUND_TRUTH_FORMAT, JPEG_QUALITY
 from .individuals import _make_individuals
@@ -197,6 +200,7 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
     ground_truth_file = root / "ground_truth.json"
     _write_json(detections_file, detections_doc)
     _write_json(ground_truth_file, truth_doc)
+    write_antler_annotations(root, image_entries, truth, config.image_width, config.image_height)
     n_labelled = sum("label" in d for entry in image_entries for d in entry["detections"])
     return DatasetSummary(
         root=root,

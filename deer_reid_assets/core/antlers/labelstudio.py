@@ -3,9 +3,12 @@
 An export is a JSON list of tasks; each task has ``data.image`` (the photo) and ``annotations``,
 each with a ``result`` list of regions: ``rectanglelabels`` (the animal: buck / doe / fawn, ``x``,
 ``y`` = top-left, ``width``, ``height`` in percent of the photo) and ``keypointlabels`` (one antler
-point, ``x``/``y`` in percent), with ``original_width``/``original_height`` in pixels. A keypoint
-belongs to the buck box that contains it (the smallest when boxes overlap); an annotated point is
-visible (2). The newest annotation of a task is used; a task or file that cannot be read is
+point, ``x``/``y`` in percent), with ``original_width``/``original_height`` in pixels. Whatever the
+controls are named (``label``/``keypoints`` here, ``bbox``/``antler_points`` in the existing system's
+project). Other regions (``choices``, ``textarea``, rectangles of other labels such as its ``markings``
+``white_patch``) are not animals and are passed over. A keypoint belongs to the buck box that contains
+it (the smallest when boxes overlap), else to the nearest buck box (an antler tip drawn just above the
+box); an annotated point is visible (2). The newest annotation of a task is used; a task or file that cannot be read is
 reported in one line and the rest goes on.
 """
 
@@ -58,7 +61,7 @@ def _task(task: dict) -> AnnotatedImage:
         if kind == "rectanglelabels":
             label = (value.get("rectanglelabels") or [None])[0]
             if label not in CLASSES:
-                raise ValueError(f"box label {label!r} is not one of {CLASSES}")
+                continue  # not an animal: a marking (white_patch, ...) or another control's rectangle
             x, y, w, h = (float(value[k]) / 100.0 for k in ("x", "y", "width", "height"))
             if w <= 0 or h <= 0:
                 raise ValueError(f"box of zero size at ({x:.3f}, {y:.3f})")
@@ -70,16 +73,26 @@ def _task(task: dict) -> AnnotatedImage:
             points.append(RelPoint(layout.KEYPOINT_NAMES.index(name), float(value["x"]) / 100.0,
                                    float(value["y"]) / 100.0, 2))
     for p in points:
-        holders = [(a, b) for a, b in anns if a.classification == "buck" and b[0] <= p.x <= b[2] and b[1] <= p.y <= b[3]]
-        if not holders:
-            raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} lies in no buck box")
-        owner = min(holders, key=lambda ab: (ab[1][2] - ab[1][0]) * (ab[1][3] - ab[1][1]))[0]
+        bucks = [(a, b) for a, b in anns if a.classification == "buck"]
+        if not bucks:
+            raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} but no buck box in the task")
+        holders = [(a, b) for a, b in bucks if b[0] <= p.x <= b[2] and b[1] <= p.y <= b[3]]
+        if holders:
+            owner = min(holders, key=lambda ab: (ab[1][2] - ab[1][0]) * (ab[1][3] - ab[1][1]))[0]
+        else:
+            owner = min(bucks, key=lambda ab: _distance(p, ab[1]))[0]
         if any(q.index == p.index for q in owner.points):
             raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} given twice for one buck")
         owner.points.append(p)
     for a, _ in anns:
         a.points.sort(key=lambda q: q.index)
     return AnnotatedImage(image_key(task["data"]["image"]), [a for a, _ in anns], width=width, height=height)
+
+
+def _distance(p: RelPoint, box: tuple[float, float, float, float]) -> float:
+    dx = max(box[0] - p.x, 0.0, p.x - box[2])
+    dy = max(box[1] - p.y, 0.0, p.y - box[3])
+    return (dx * dx + dy * dy) ** 0.5
 
 
 def read_export(path: Path) -> tuple[list[AnnotatedImage], list[FileError]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import sqlalchemy as sa
 
 from deer_reid_assets.core import classes
@@ -121,3 +122,34 @@ class AntlerConstraint:
             changes.append({"detection_id": detection_id, "skipped_deer_id": ranked[0].deer_id,
                             "reason": vetoes[ranked[0].deer_id]})
         return [c for c in ranked if vetoes[c.deer_id] is None]
+
+
+def evaluation_veto(conn: sa.Connection, *, tolerance: int = 0,
+                    min_confidence: float = features.DEFAULT_MIN_CONFIDENCE):
+    """The constraint for the held-out protocol (``report.evaluate``'s ``veto``): each identity's
+    per-season profile from its *gallery* detections' keypoints, each query's observation from its
+    own; returns the function, which also counts in ``.stats`` the pairs it ruled out."""
+    if tolerance < 0:
+        raise ValueError(f"antler tolerance must be >= 0, got {tolerance}")
+    dets = {d.detection_id: d for d in detection_features(conn, min_confidence=min_confidence)}
+
+    def veto(query_ids: list[str], names: list[str], gallery_ids: list[str], gallery_names: list[str]):
+        grouped: dict[str, list] = {}
+        for det, name in zip(gallery_ids, gallery_names):
+            if det in dets:
+                grouped.setdefault(name, []).append((dets[det].season, dets[det].features))
+        profiles = {name: constraint.season_profiles(obs) for name, obs in grouped.items()}
+        out = np.zeros((len(query_ids), len(names)), dtype=bool)
+        for qi, det in enumerate(query_ids):
+            if det not in dets:
+                continue
+            obs = dets[det].observation()
+            veto.stats["queries_with_usable_count"] += obs.usable
+            for p, name in enumerate(names):
+                season = profiles.get(name, {}).get(obs.season.label)
+                out[qi, p] = season is not None and constraint.conflict(obs, season.observation(), tolerance) is not None
+        veto.stats["pairs_ruled_out"] += int(out.sum())
+        return out
+
+    veto.stats = {"queries_with_usable_count": 0, "pairs_ruled_out": 0, "tolerance": tolerance}
+    return veto

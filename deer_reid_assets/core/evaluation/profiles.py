@@ -162,9 +162,11 @@ def match_to_profiles(
     query_emb: np.ndarray,
     profiles: Profiles,
     query_classes: Sequence[str | None] | None = None,
+    excluded: np.ndarray | None = None,
 ) -> Matches:
     """Exact brute-force cosine top-1 under the sex rule; ties go to the earlier profile in
-    ``profiles.names``. Without ``query_classes`` every query compares with every profile."""
+    ``profiles.names``. Without ``query_classes`` every query compares with every profile.
+    ``excluded`` (queries x profiles, True = ruled out, e.g. by the antler constraint) removes pairs."""
     queries = normalise_rows(embedding_matrix(query_emb, "query_emb"), "query_emb")
     n = queries.shape[0]
     if query_classes is not None:
@@ -181,6 +183,10 @@ def match_to_profiles(
             [[sex_compatible(q, s) for s in profiles.sexes] for q in query_classes], dtype=bool
         )
         similarities = np.where(allowed, similarities, -np.inf)
+    if excluded is not None:
+        if excluded.shape != similarities.shape:
+            raise ValueError(f"excluded must be {similarities.shape} (queries x profiles); got {excluded.shape}")
+        similarities = np.where(excluded, -np.inf, similarities)
     best = np.argmax(similarities, axis=1)  # first maximum -> earliest profile on ties
     top = similarities[np.arange(n), best]
     found = np.isfinite(top)

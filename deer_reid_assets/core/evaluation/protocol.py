@@ -182,8 +182,8 @@ def search_ensemble_weights(engine: sa.Engine, *, max_false_match_rate: float = 
 
 def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[str, float]], *,
                             thresholds: dict[str, float] | None = None, threshold: float = 0.40,
-                            query_set: str = "test", max_false_match_rate: float = 0.05, seed: int = 0
-                            ) -> dict[str, EvaluationReport]:
+                            query_set: str = "test", max_false_match_rate: float = 0.05, seed: int = 0,
+                            vetoes: dict | None = None) -> dict[str, EvaluationReport]:
     """Evaluate matcher configurations (``{name: {version: weight}}``; one version = a single model,
     several = the weighted sum of their cosines, evaluated exactly with block-wise profiles) on the
     same queries of the same split: the detections embedded by every version involved."""
@@ -205,16 +205,17 @@ def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[st
         reports[name] = evaluate(
             matrix, subset.detection_ids, subset.identities, subset.classifications, split,
             threshold=(thresholds or {}).get(name, threshold), query_set=query_set,
-            max_false_match_rate=max_false_match_rate, blocks=blocks)
+            max_false_match_rate=max_false_match_rate, blocks=blocks, veto=(vetoes or {}).get(name))
     return reports
 
 
 def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b: str, *, tuned_weight: float,
                     tuned_threshold: float | None, threshold: float = 0.40, roadmap_weight: float = 0.6,
-                    finetuned: str | None = None, max_false_match_rate: float = 0.05, seed: int = 0
-                    ) -> dict[str, EvaluationReport]:
+                    finetuned: str | None = None, max_false_match_rate: float = 0.05, seed: int = 0,
+                    antler_veto=None) -> dict[str, EvaluationReport]:
     """Baseline, each model alone, the roadmap's ensemble, the tuned ensemble (and the fine-tuned
-    model when there is one) on the same test queries of the same split."""
+    model when there is one) on the same test queries of the same split; with ``antler_veto`` (see
+    ``report.evaluate``) also the tuned ensemble under the antler constraint ("+ antler constraint")."""
     tuned = f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}"
     configurations = {
         "baseline (ResNet50)": {baseline: 1.0},
@@ -225,9 +226,15 @@ def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b:
     }
     if finetuned:
         configurations["fine-tuned ResNet50 (triplet)"] = {finetuned: 1.0}
-    thresholds = {tuned: tuned_threshold} if tuned_threshold is not None else None
-    return evaluate_configurations(engine, configurations, thresholds=thresholds, threshold=threshold,
-                                   max_false_match_rate=max_false_match_rate, seed=seed)
+    thresholds = {tuned: tuned_threshold} if tuned_threshold is not None else {}
+    vetoes = {}
+    if antler_veto is not None:
+        constrained = f"{tuned} + antler constraint"
+        configurations[constrained] = configurations[tuned]
+        thresholds[constrained] = thresholds.get(tuned, threshold)
+        vetoes[constrained] = antler_veto
+    return evaluate_configurations(engine, configurations, thresholds=thresholds or None, threshold=threshold,
+                                   max_false_match_rate=max_false_match_rate, seed=seed, vetoes=vetoes)
 
 
 def live_assignment_stats(conn: sa.Connection) -> dict:

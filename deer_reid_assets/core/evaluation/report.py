@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from deer_reid_assets.core.classes import sex_of
 from deer_reid_assets.core.evaluation.profiles import build_profiles, check_blocks, match_to_profiles
 from deer_reid_assets.core.evaluation.scores import (
     assignment_metrics,
@@ -42,6 +43,8 @@ class EvaluationReport:
     n_profiles: int = 0
     split_sizes: dict[str, int] = field(default_factory=dict)  # EvalSplit.sizes()
     per_query: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per query detection
+    # buck queries assigned / of those assigned to another buck's profile, and the rate (None: none assigned)
+    buck_misidentification: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Flat, JSON-serialisable headline numbers (NaN becomes None)."""
@@ -98,6 +101,7 @@ def evaluate(
     query_set: str = "test",
     max_false_match_rate: float = 0.05,
     blocks: Sequence[tuple[int, int, float]] | None = None,
+    veto: Callable[[list[str], list[str], list[str], list[str]], np.ndarray] | None = None,
 ) -> EvaluationReport:
     """Evaluate one embedding model: profiles from the split's gallery, queries from its val or
     test set (``query_set``), assignment metrics at ``threshold`` with the sex rule (when
@@ -105,7 +109,10 @@ def evaluate(
     gallery detections, and the same/different-deer similarity distributions.
 
     ``blocks`` (optional, see :func:`build_profiles`) builds block-wise (ensemble) profiles; the
-    embeddings should then be rows like :func:`core.ensemble.ensemble_vectors` produces."""
+    embeddings should then be rows like :func:`core.ensemble.ensemble_vectors` produces.
+
+    ``veto(query ids, profile names, gallery ids, gallery identities)`` (optional) returns a
+    queries x profiles boolean matrix of pairs a hard constraint rules out (the antler constraint)."""
     matrix = embedding_matrix(embeddings, "embeddings")
     n = matrix.shape[0]
     ids = np.asarray(identity_labels(detection_ids, "detection_ids"), dtype=object)
@@ -132,7 +139,9 @@ def evaluate(
         matrix[gallery], labels[gallery], None if classes is None else classes[gallery], blocks
     )
     query_classes = None if classes is None else classes[queries]
-    matches = match_to_profiles(matrix[queries], profiles, query_classes)
+    excluded = None if veto is None else veto(list(ids[queries]), list(profiles.names), list(ids[gallery]),
+                                              list(labels[gallery]))
+    matches = match_to_profiles(matrix[queries], profiles, query_classes, excluded)
     truth = labels[queries]
     profiled = set(profiles.names)
 
@@ -167,7 +176,25 @@ def evaluate(
         n_profiles=len(profiles.names),
         split_sizes=split.sizes(),
         per_query=per_query,
+        buck_misidentification=_buck_misidentification(per_query, query_classes, profiles),
     )
+
+
+def _buck_misidentification(per_query: pd.DataFrame, query_classes, profiles) -> dict[str, Any]:
+    """Buck queries (by detection class) assigned, and of those, assigned to another buck's profile."""
+    if query_classes is None or per_query.empty:
+        return {"n_bucks_assigned": 0, "n_misidentified": 0, "rate": None}
+    sex_of_profile = dict(zip(profiles.names, profiles.sexes))
+    buck = np.array([sex_of(c) == "buck" for c in query_classes], dtype=bool)
+    assigned = buck & per_query["assigned"].to_numpy(dtype=bool)
+    wrong = assigned & ~per_query["correct"].to_numpy(dtype=bool) & np.array(
+        [sex_of_profile.get(n) == "buck" for n in per_query["best_name"]], dtype=bool)
+    n, m = int(assigned.sum()), int(wrong.sum())
+    return {"n_bucks_assigned": n, "n_misidentified": m, "rate": m / n if n else None}
+
+
+def _nan_if_none(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 def compare_reports(reports: dict[str, EvaluationReport], baseline: str) -> pd.DataFrame:
@@ -187,6 +214,7 @@ def compare_reports(reports: dict[str, EvaluationReport], baseline: str) -> pd.D
                 "threshold": report.threshold,
                 "assignment_rate": report.assignment["assignment_rate"],
                 "false_match_rate": report.assignment["false_match_rate"],
+                "buck_misid_rate": _nan_if_none(report.buck_misidentification.get("rate")),
                 "rank1": report.retrieval["rank1"],
                 "mAP": report.retrieval["mAP"],
                 "best_threshold": best.get("threshold", math.nan),

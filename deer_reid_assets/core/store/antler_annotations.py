@@ -66,12 +66,31 @@ def write_deer_antlers(conn: sa.Connection, rows: list[dict]) -> int:
     return len(rows)
 
 
-def point_truth(conn: sa.Connection) -> dict[str, tuple[int, int]]:
-    """detection id -> (left, right) antler points of the hidden ground truth, for detections that
-    have stored keypoints and a per-side count in ``reid_ground_truth.attributes``."""
+def detections_to_predict(conn: sa.Connection) -> list[dict]:
+    """Valid detections whose keypoints no person annotated: id, class, bbox and the photo's path
+    (the caller keeps the bucks)."""
     rows = conn.execute(sa.text(
-        """SELECT gt.detection_id::text, gt.attributes->>'antler_points_left', gt.attributes->>'antler_points_right'
-           FROM reid_ground_truth gt
-           WHERE gt.attributes ? 'antler_points_left' AND gt.attributes ? 'antler_points_right'
-             AND EXISTS (SELECT 1 FROM antler_keypoints k WHERE k.detection_id = gt.detection_id)"""))
-    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        f"""SELECT d.id::text AS detection_id, i.path, d.bbox,
+                  COALESCE(d.corrected_classification, d.classification, 'unknown') AS classification
+           FROM detections d JOIN images i ON i.id = d.image_id
+           WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
+             AND NOT EXISTS (SELECT 1 FROM antler_processing_log l WHERE l.detection_id = d.id
+                             AND l.model_version LIKE '{ANNOTATION_PREFIX}%')
+           ORDER BY i.path, d.id""")).mappings()
+    return [{**r, "bbox": r["bbox"] if isinstance(r["bbox"], dict) else json.loads(r["bbox"])} for r in rows]
+
+
+def scored_detections(conn: sa.Connection) -> list[dict]:
+    """Detections whose antlers were processed (annotated or predicted) and whose hidden ground truth
+    gives points per side: id, source (``antler_processing_log.model_version``), bbox, the true
+    left/right counts and true keypoints (16 x [x, y, visibility], or None)."""
+    rows = conn.execute(sa.text(
+        """SELECT d.id::text AS detection_id, l.model_version AS source, d.bbox,
+                  (gt.attributes->>'antler_points_left')::int AS left_true,
+                  (gt.attributes->>'antler_points_right')::int AS right_true,
+                  gt.attributes->'antler_keypoints' AS keypoints_true
+           FROM antler_processing_log l JOIN detections d ON d.id = l.detection_id
+           JOIN reid_ground_truth gt ON gt.detection_id = d.id
+           WHERE gt.sex = 'buck' AND gt.attributes ? 'antler_points_left' AND gt.attributes ? 'antler_points_right'
+           ORDER BY d.id""")).mappings()
+    return [{**r, "bbox": r["bbox"] if isinstance(r["bbox"], dict) else json.loads(r["bbox"])} for r in rows]
