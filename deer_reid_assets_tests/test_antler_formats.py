@@ -78,7 +78,7 @@ def test_yolo_round_trip_writes_flip_idx_and_reads_back_the_same(tmp_path):
                                                     for p in a.points]) for a in i.annotations]) for i in imgs)
     assert strip(again) == strip(images)
     doe_line = (tmp_path / "out" / "labels" / "val" / "2491db4f_SANCTUARY_11106.txt").read_text().split()
-    assert len(doe_line) == 5
+    assert len(doe_line) == 5 + 48 and set(doe_line[5:]) == {"0"}  # ultralytics wants equal lines
     buck_line = (tmp_path / "out" / "labels" / "train" / "03f83b7f-88b35fca_Jason1_20251010_021121_001.txt"
                  ).read_text().splitlines()[1].split()
     assert len(buck_line) == 5 + 48
@@ -152,3 +152,19 @@ def test_yolo_line_of_a_written_buck_flips_consistently():
     assert line[5:8] == ["0.450000", "0.400000", "2"] and line[5 + 13 * 3: 8 + 13 * 3] == ["0.560000", "0.410000", "1"]
     assert yolo.parse_line(" ".join(line), ["buck", "doe", "fawn"], 3).points == ann.points
     assert AnnotatedImage("a.jpg", [ann]).split is None
+
+
+def test_label_studio_points_of_two_overlapping_bucks_go_one_each(tmp_path):
+    def region(kind, value):
+        return {"type": kind, "original_width": 1000, "original_height": 500, "value": value}
+
+    big = region("rectanglelabels", {"x": 10, "y": 10, "width": 60, "height": 60, "rectanglelabels": ["buck"]})
+    small = region("rectanglelabels", {"x": 30, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["buck"]})
+    beams = [region("keypointlabels", {"x": x, "y": 25, "keypointlabels": ["left_main_beam"]}) for x in (35, 40)]
+    tip = region("keypointlabels", {"x": 90, "y": 5, "keypointlabels": ["left_tip"]})  # outside both: the nearest
+    task = {"id": 1, "data": {"image": "/data/upload/1/ab-p.jpg"}, "annotations": [{"result": [big, small, *beams, tip]}]}
+    (img,), errors = labelstudio.read_export(_write(tmp_path / "e.json", [task]))
+    assert errors == []
+    first, second = img.annotations
+    assert [p.index for p in first.points] == [0, 5] and [p.index for p in second.points] == [0]
+    assert round(second.points[0].x, 2) == 0.35  # the smaller box that holds it took the first

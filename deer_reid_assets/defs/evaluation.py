@@ -12,7 +12,7 @@ from deer_reid_assets.core.embed import versions
 from deer_reid_assets.core.evaluation import protocol
 from deer_reid_assets.core.evaluation.plots import comparison_plot, evaluation_plot
 from deer_reid_assets.core.evaluation.report import compare_reports
-from deer_reid_assets.core.matcher_setup import current_ensemble
+from deer_reid_assets.core.matcher_setup import current_ensemble, matcher_setup
 from deer_reid_assets.core.store import queries
 
 from .antlers import antler_features
@@ -133,7 +133,7 @@ class ReportConfig(dg.Config):
     max_false_match_rate: float = Field(default=0.05)
     split_seed: int = Field(default=0)
     antler_tolerance: Optional[int] = Field(
-        default=0, description="The '+ antler constraint' row: the tuned ensemble with the season-aware antler "
+        default=0, description="The '+ antler constraint' row: the matcher's configuration with the season-aware antler "
         "constraint at this tolerance (as deer_assignments applies it); null leaves the row out.")
 
 
@@ -148,9 +148,9 @@ class ReportConfig(dg.Config):
     "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble, the tuned ensemble and (once trained) the "
     "fine-tuned triplet model, on the same test queries "
     "of the same seeded split: assignment rate, false-match rate, buck misidentification rate, rank-1, mAP, best "
-    "threshold under the budget and mean true-match similarity with its change against the baseline; then the tuned "
-    "ensemble '+ antler constraint' (profiles' per-season point counts from the gallery's stored keypoints, each "
-    "query's from its own). Table, plot and JSON.",
+    "threshold under the budget and mean true-match similarity with its change against the baseline; then the "
+    "configuration the matcher uses '+ antler constraint' (profiles' per-season point counts from the gallery's "
+    "stored keypoints, each query's from its own). Table, plot and JSON.",
 )
 def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
                      image_store: ImageStoreResource) -> dg.MaterializeResult:
@@ -173,7 +173,8 @@ def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, da
     reports = protocol.compare_on_test(
         engine, baseline, version_a, version_b, tuned_weight=models[version_a], tuned_threshold=tuned_threshold,
         threshold=config.threshold, finetuned=finetuned.version if finetuned is not None else None,
-        max_false_match_rate=config.max_false_match_rate, seed=config.split_seed, antler_veto=veto)
+        max_false_match_rate=config.max_false_match_rate, seed=config.split_seed, antler_veto=veto,
+        constrain=matcher_setup(engine)[0] if veto is not None else None)
     table = compare_reports(reports, baseline=next(iter(reports)))
     png = comparison_plot(reports)
     out = image_store.reports

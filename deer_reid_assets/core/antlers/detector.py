@@ -39,6 +39,7 @@ def _ultralytics(settings_dir: Path):
     settings_dir.mkdir(parents=True, exist_ok=True)
     os.environ["YOLO_CONFIG_DIR"] = str(settings_dir)  # read when ultralytics is first imported
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # its per-batch progress lines would flood the demo's output
     pil_open = Image.open
     from ultralytics import YOLO
 

@@ -3,13 +3,15 @@
 An export is a JSON list of tasks; each task has ``data.image`` (the photo) and ``annotations``,
 each with a ``result`` list of regions: ``rectanglelabels`` (the animal: buck / doe / fawn, ``x``,
 ``y`` = top-left, ``width``, ``height`` in percent of the photo) and ``keypointlabels`` (one antler
-point, ``x``/``y`` in percent), with ``original_width``/``original_height`` in pixels. Whatever the
+point, ``x``/``y`` in percent), with ``original_width``/``original_height`` in pixels, whatever the
 controls are named (``label``/``keypoints`` here, ``bbox``/``antler_points`` in the existing system's
 project). Other regions (``choices``, ``textarea``, rectangles of other labels such as its ``markings``
 ``white_patch``) are not animals and are passed over. A keypoint belongs to the buck box that contains
 it (the smallest when boxes overlap), else to the nearest buck box (an antler tip drawn just above the
-box); an annotated point is visible (2). The newest annotation of a task is used; a task or file that cannot be read is
-reported in one line and the rest goes on.
+box); when that buck has the point already, to the next one (two bucks sparring: without Label Studio
+relations, overlapping bucks' points can be swapped). An annotated point is visible (2). The newest
+annotation of a task is used; a task or file that cannot be read is reported in one line and the rest
+goes on.
 """
 
 from __future__ import annotations
@@ -76,13 +78,11 @@ def _task(task: dict) -> AnnotatedImage:
         bucks = [(a, b) for a, b in anns if a.classification == "buck"]
         if not bucks:
             raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} but no buck box in the task")
-        holders = [(a, b) for a, b in bucks if b[0] <= p.x <= b[2] and b[1] <= p.y <= b[3]]
-        if holders:
-            owner = min(holders, key=lambda ab: (ab[1][2] - ab[1][0]) * (ab[1][3] - ab[1][1]))[0]
-        else:
-            owner = min(bucks, key=lambda ab: _distance(p, ab[1]))[0]
-        if any(q.index == p.index for q in owner.points):
-            raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} given twice for one buck")
+        # containing boxes first (smallest first), then the others by distance; the first without this point yet
+        ranked = sorted(bucks, key=lambda ab: (_distance(p, ab[1]), (ab[1][2] - ab[1][0]) * (ab[1][3] - ab[1][1])))
+        owner = next((a for a, _ in ranked if all(q.index != p.index for q in a.points)), None)
+        if owner is None:
+            raise ValueError(f"keypoint {layout.KEYPOINT_NAMES[p.index]} given more often than there are buck boxes")
         owner.points.append(p)
     for a, _ in anns:
         a.points.sort(key=lambda q: q.index)

@@ -5,7 +5,8 @@
 ``images/<split>/`` and one label file per photo under ``labels/<split>/<photo stem>.txt``; a line per
 object: ``class cx cy w h`` (0-1) followed, for the pose model, by 16 x ``x y visibility``
 (0-1, visibility 0/1/2; ``0 0 0`` for a point not annotated). The existing system writes does and
-fawns with the box only; both shapes are read. A file that cannot be read is reported in one line
+fawns with the box only, which ultralytics drops as corrupt in a file that also holds a buck; both
+shapes are read, and does and fawns are written with 16 x ``0 0 0``. A file that cannot be read is reported in one line
 and the others go on.
 """
 
@@ -118,19 +119,21 @@ def read_dataset(data_file: Path) -> tuple[list[AnnotatedImage], list[FileError]
 
 
 def format_line(ann: Annotation) -> str:
+    """One label line: class, box and 16 x ``x y visibility``; does and fawns (and points not annotated)
+    get ``0 0 0``, since ultralytics refuses a pose label file whose lines differ in length (the
+    existing system's box-only doe lines made it drop those photos as corrupt)."""
     cls = CLASSES.index(ann.classification)
     parts = [str(cls)] + [f"{v:.6f}" for v in ann.box]
-    if ann.classification == "buck":
-        pts = {p.index: p for p in ann.points}
-        for i in range(layout.N_KEYPOINTS):
-            p = pts.get(i)
-            parts += [f"{p.x:.6f}", f"{p.y:.6f}", str(p.visibility)] if p and p.visibility > 0 else ["0", "0", "0"]
+    pts = {p.index: p for p in ann.points} if ann.classification == "buck" else {}
+    for i in range(layout.N_KEYPOINTS):
+        p = pts.get(i)
+        parts += [f"{p.x:.6f}", f"{p.y:.6f}", str(p.visibility)] if p and p.visibility > 0 else ["0", "0", "0"]
     return " ".join(parts)
 
 
 def write_dataset(root: Path, images: list[tuple[AnnotatedImage, Path | None]]) -> Path:
     """Write ``labels/<split>/`` (and copy the photo into ``images/<split>/`` when given) and
-    ``data.yaml``; returns the yaml's path. Bucks carry 16 keypoints, does and fawns the box only."""
+    ``data.yaml``; returns the yaml's path. Bucks carry 16 keypoints, does and fawns all ``0 0 0``."""
     import shutil
 
     root = Path(root)

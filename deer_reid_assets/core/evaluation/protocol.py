@@ -212,10 +212,11 @@ def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[st
 def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b: str, *, tuned_weight: float,
                     tuned_threshold: float | None, threshold: float = 0.40, roadmap_weight: float = 0.6,
                     finetuned: str | None = None, max_false_match_rate: float = 0.05, seed: int = 0,
-                    antler_veto=None) -> dict[str, EvaluationReport]:
+                    antler_veto=None, constrain: dict[str, float] | None = None) -> dict[str, EvaluationReport]:
     """Baseline, each model alone, the roadmap's ensemble, the tuned ensemble (and the fine-tuned
     model when there is one) on the same test queries of the same split; with ``antler_veto`` (see
-    ``report.evaluate``) also the tuned ensemble under the antler constraint ("+ antler constraint")."""
+    ``report.evaluate``) also the configuration the matcher uses (``constrain``, ``{version: weight}``;
+    the tuned ensemble when not given) under the antler constraint: "<its row> + antler constraint"."""
     tuned = f"tuned ensemble {tuned_weight:.2f}/{1 - tuned_weight:.2f}"
     configurations = {
         "baseline (ResNet50)": {baseline: 1.0},
@@ -229,12 +230,21 @@ def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b:
     thresholds = {tuned: tuned_threshold} if tuned_threshold is not None else {}
     vetoes = {}
     if antler_veto is not None:
-        constrained = f"{tuned} + antler constraint"
-        configurations[constrained] = configurations[tuned]
-        thresholds[constrained] = thresholds.get(tuned, threshold)
+        models = constrain or configurations[tuned]
+        base = next((name for name, m in configurations.items() if _same_models(m, models)), None)
+        if base is None:  # e.g. a published fine-tuned model older than the newest one
+            base = "matcher (" + ", ".join(f"{v} x {w:.2f}" for v, w in models.items()) + ")"
+            configurations[base] = models
+        constrained = f"{base} + antler constraint"
+        configurations[constrained] = models
+        thresholds[constrained] = thresholds.get(base, threshold)
         vetoes[constrained] = antler_veto
     return evaluate_configurations(engine, configurations, thresholds=thresholds or None, threshold=threshold,
                                    max_false_match_rate=max_false_match_rate, seed=seed, vetoes=vetoes)
+
+
+def _same_models(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-9 for k in a)
 
 
 def live_assignment_stats(conn: sa.Connection) -> dict:
