@@ -139,12 +139,13 @@ def antler_features(context: dg.AssetExecutionContext, config: AntlerFeaturesCon
         from deer_reid_assets.core.antlers.predict import predict_keypoints
 
         device = compute.resolve()
+        started = time.perf_counter()
         with core_errors(), compute.exclusive(engine):
             done = predict_keypoints(engine, model, device="0" if device.startswith("cuda") else "cpu",
                                      settings_dir=image_store.artifacts / "antler_models" / "ultralytics_settings")
         start = "pretrained" if model["pretrained"] else "random init, NOT pretrained"
         predicted = (f"model {done['model_version']} ({start}): {done['with_keypoints']} of {done['detections']} "
-                     "buck detections without annotations got keypoints")
+                     f"buck detections without annotations got keypoints ({time.perf_counter() - started:.0f} s)")
         context.log.info(predicted)
     with core_errors():
         summary = write_deer_columns(engine, min_confidence=config.min_confidence)
