@@ -4,7 +4,7 @@
 
 Runs against a throw-away embedded PostgreSQL on synthetic photos, with seeded random weights
 (the time of a forward pass does not depend on the weights' values). Prints a table and the
-machine it ran on; nothing here is a test.
+machine it ran on; nothing here is a test. Ends with one JSON object per figure.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import emit
 
 from deer_reid_assets.core import matching
 from deer_reid_assets.core.embed import versions as embeddings
@@ -107,6 +108,9 @@ def main() -> None:
         for name, seconds in paths.items():
             print(f"| **{name}** | {seconds:.2f} | {1000 * seconds / n:.1f} |")
             rows[name] = seconds
+        print()
+        for name, seconds in rows.items():
+            emit(f"{name} ms/detection", 1000 * seconds / n, "ms", machine())
         if args.json:
             args.json.write_text(json.dumps({"machine": machine(), "detections": n, "seconds": rows}, indent=2))
         engine.dispose()

@@ -6,7 +6,7 @@ Generates the demo's data set (600 photos, 36 deer), crops every detection into
 ``<tmp>/<deer>/<n>.jpg`` and runs the real-data check on it (:mod:`core.reid.crops_check`): whole
 deer held out, the rest trained on. Prints one line per epoch (validation figures of the training
 deer, images/s), then the table of untrained vs trained features on the held-out deer, then one JSON
-object per line (``{"name", "value", "unit"}``). A script, not a test.
+object per line (``{"name", "value", "unit", "device"}``). A script, not a test.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench_pipeline import machine
+from figures import emit
 
 from deer_reid_assets.core.embed.device import resolve_device
 from deer_reid_assets.core.ingest.imaging import clamp_box, crop, load_image
@@ -80,8 +81,9 @@ def main() -> None:
             ("training_images_per_s", sum(r.images_per_s for r in rows) / max(1, len(rows)), "images/s"),
             ("total_seconds", seconds, "s"),
         ]
+        where = machine()
         for name, value, unit in metrics:
-            print(json.dumps({"name": name, "value": round(float(value), 4), "unit": unit}))
+            emit(name, value, unit, where)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

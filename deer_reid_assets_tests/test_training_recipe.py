@@ -121,6 +121,37 @@ def test_guard_flags_a_constant_output_model():
     assert guard.verdict(untrained, healthy)[0] == "ok"
 
 
+def test_validation_against_a_gallery_scores_queries_only():
+    """With a gallery (the training crops), queries are retrieved from it; the collapse diagnostics
+    look at the queries alone, since the gallery was trained on."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 16))
+    queries = np.repeat(centres, 2, axis=0) + 0.05 * rng.normal(size=(6, 16))
+    gallery = np.repeat(centres, 3, axis=0)
+    q_ids, g_ids = [f"d{i // 2}" for i in range(6)], [f"d{i // 3}" for i in range(9)]
+    split = guard.gallery_split(6, 9)
+    figures = guard.validation_figures(np.vstack([queries, gallery]), q_ids + g_ids, split)
+    assert figures["val_rank1"] == 1.0 and figures["val_mAP"] == pytest.approx(1.0)
+    assert figures["different_cosine"] == pytest.approx(guard.pair_cosines(queries, q_ids)[1])
+    swapped = guard.validation_figures(np.vstack([queries, gallery[::-1]]), q_ids + g_ids, split)
+    assert swapped["val_rank1"] < 1.0  # the gallery's labels matter: retrieval, not a constant
+
+
+def test_train_validates_on_queries_retrieved_from_the_gallery(tmp_path):
+    train_items, val_items = _items(6, range(4)), _items(6, range(100, 102))
+    config = T.TrainConfig.cpu_profile(epochs=1, image_size=32, batches_per_epoch=1, p=3, k=2, warmup_epochs=0,
+                                       backbone_weights="random", seed=2)
+    result = T.train(train_items, val_items, config, tmp_path / "a", val_gallery=train_items)
+    net = T.ReIDNet("random", arch=config.arch, last_stride=config.last_stride, seed=config.seed)
+    emb = T.embed_images(net, [img for img, _ in val_items + train_items], config.image_size)
+    labels = [i for _, i in val_items + train_items]
+    by_hand = guard.validation_figures(emb, labels, guard.gallery_split(len(val_items), len(train_items)))
+    assert result.history[0].val_rank1 == pytest.approx(by_hand["val_rank1"])
+    assert result.history[0].val_mAP == pytest.approx(by_hand["val_mAP"], abs=1e-4)
+    with pytest.raises(ValueError, match="no identity of val_items is in val_gallery"):
+        T.train(train_items, _items(8, range(100, 102))[-4:], config, tmp_path / "b", val_gallery=train_items)
+
+
 class _Constant(torch.nn.Module):
     def forward(self, x):
         return torch.ones(x.shape[0], 4)

@@ -1,5 +1,5 @@
-"""The training manifest: seeded 80/10/10 split of labelled detections, evaluation queries left out,
-stored and versioned in the database."""
+"""The training manifest: the evaluation split's test queries left out, its val queries the model's
+validation, the rest training; stored and versioned in the database."""
 
 import pytest
 import sqlalchemy as sa
@@ -23,27 +23,34 @@ def labelled_world(engine, tmp_path):
     return engine
 
 
-def test_manifest_splits_labels_without_overlap_or_evaluation_queries(labelled_world):
+def test_manifest_follows_the_evaluation_split(labelled_world):
     engine = labelled_world
     manifest = triplet_data.build_manifest(engine, seed=0)
     ids = [i["detection_id"] for i in manifest.items]
     assert len(ids) == len(set(ids)) > 0  # no detection in two splits
     with engine.connect() as conn:
-        queries = set(conn.execute(sa.text(
-            "SELECT detection_id::text FROM reid_eval_splits WHERE role IN ('val_query', 'test_query')")).scalars())
+        roles = dict(conn.execute(sa.text("SELECT detection_id::text, role FROM reid_eval_splits")).all())
         labelled = set(conn.execute(sa.text(
             "SELECT id::text FROM detections WHERE is_reviewed AND deer_id IS NOT NULL")).scalars())
         stored = dict(conn.execute(sa.text("SELECT detection_id::text, split FROM reid_training_items WHERE version = :v"),
                                    {"v": manifest.version}).all())
-    assert not set(ids) & queries
-    assert set(ids) == labelled - queries
-    assert stored == {i["detection_id"]: i["split"] for i in manifest.items}
+    test_queries = {d for d, r in roles.items() if r == "test_query"}
+    assert test_queries and not set(ids) & test_queries  # the report's queries are never trained or validated on
+    assert set(ids) == labelled - test_queries
+    splits = {i["detection_id"]: i["split"] for i in manifest.items}
+    expected = {"val_query": "val", "gallery": "train"}
+    assert {d: expected[roles[d]] for d in splits} == splits  # the evaluation's val queries validate
+    assert stored == splits
     counts = manifest.stats["detections"]
-    assert sum(counts.values()) == len(ids) and counts["train"] > counts["val"] and counts["train"] > counts["test"]
+    assert sum(counts.values()) == len(ids) and counts["train"] > counts["val"] > 0 and counts["test"] == 0
     assert sum(manifest.stats["detections_per_identity_histogram"].values()) == manifest.stats["identities"]
+    # without the evaluation split: the seeded 80/10/10 hash split of every labelled detection
+    plain = triplet_data.build_manifest(engine, seed=0, exclude_eval_queries=False)
+    assert {i["detection_id"] for i in plain.items} == labelled and plain.version != manifest.version
+    assert plain.stats["detections"]["train"] > plain.stats["detections"]["test"] > 0
     # same labels, same seed: the same version; another seed: another version, stored beside it
     assert triplet_data.build_manifest(engine, seed=0).version == manifest.version
-    other = triplet_data.build_manifest(engine, seed=1)
+    other = triplet_data.build_manifest(engine, seed=1, exclude_eval_queries=False)
     assert other.version != manifest.version
     assert triplet_data.load_manifest(engine, manifest.version).split("train") == manifest.split("train")
 

@@ -144,13 +144,19 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
                                        sort_keys=True).encode()).hexdigest()[:10]
     out_dir = image_store.artifacts / "models" / f"{manifest_version}-{run_id}"
     train_items, val_items = manifest.split("train"), manifest.split("val")
-    if len(val_items) < MIN_VALIDATION or not _has_pair(val_items):  # too few to tell learning from noise
-        val_items = val_items + manifest.split("test")
-        context.log.warning(f"the val split has {len(val_items)} crops: validating on val + test of the manifest "
-                            "(the before/after report scores on the evaluation split's queries, never trained on)")
-    if not _has_pair(val_items):
-        raise dg.Failure(f"manifest {manifest_version} has too few labelled detections to validate on: label more "
-                         "detections (no deer has two crops in val + test)")
+    gallery = train_items if {i for _, i in val_items} & {i for _, i in train_items} else None
+    if gallery is not None:
+        context.log.info(f"validation: {len(val_items)} val queries retrieved from the {len(train_items)} training "
+                         "crops (the deer's profiles in use); the report's test queries are never trained on")
+    else:
+        if len(val_items) < MIN_VALIDATION or not _has_pair(val_items):  # too few to tell learning from noise
+            val_items = val_items + manifest.split("test")
+            context.log.warning(f"the val split has {len(val_items)} crops: validating on val + test of the "
+                                "manifest (the before/after report scores on the evaluation split's queries, "
+                                "never trained on)")
+        if not _has_pair(val_items):
+            raise dg.Failure(f"manifest {manifest_version} has too few labelled detections to validate on: label "
+                             "more detections (no deer has two crops in val + test)")
 
     context.log.info(f"training {cfg.arch} at {cfg.image_size} px on {device}: {len(train_items)} train / "
                      f"{len(val_items)} val crops of manifest {manifest_version}; checkpoints in {out_dir}")
@@ -162,7 +168,8 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
 
     with compute.exclusive(engine):
         result = trainer.train(train_items, val_items, cfg, out_dir, device=device,
-                               manifest_version=manifest_version, callbacks=[report], confusers=confusers)
+                               manifest_version=manifest_version, callbacks=[report], confusers=confusers,
+                               val_gallery=gallery)
     history = result.history_frame()
     guard = result.guard()
     version = training_store.register_model(

@@ -1,8 +1,9 @@
 """Validation figures of one epoch and the collapse guard.
 
-*Validation* splits the validation crops once, per identity, into queries and a gallery
-(:func:`splits.identity_split` with no identity held out) and scores rank-1 / mAP with
-:func:`scores.retrieval_metrics`, the definitions the evaluation uses everywhere else.
+*Validation* scores rank-1 / mAP with :func:`scores.retrieval_metrics` (the definitions the
+evaluation uses everywhere else) of validation queries against a gallery: either a separate gallery
+(:func:`gallery_split`, e.g. the training crops of the deer, as profiles are built in use) or, without
+one, the validation crops split once per identity into queries and gallery (:func:`validation_split`).
 
 *Collapse diagnostics* per epoch: the mean cosine of same-identity and of different-identity pairs of
 validation crops, and the share of the variance carried by the top principal component (near 1: every
@@ -32,6 +33,15 @@ OK, COLLAPSED = "ok", "collapsed"
 class ValidationSplit:
     queries: np.ndarray  # indices into the validation crops
     gallery: np.ndarray
+    pairs: np.ndarray | None = None  # the crops the collapse diagnostics look at (None: all)
+
+
+def gallery_split(n_queries: int, n_gallery: int) -> ValidationSplit:
+    """Rows ``[0, n_queries)`` are the queries, the next ``n_gallery`` the gallery; the collapse
+    diagnostics look at the queries only (the gallery may be training crops)."""
+    queries = np.arange(n_queries, dtype=np.intp)
+    return ValidationSplit(queries=queries, gallery=np.arange(n_queries, n_queries + n_gallery, dtype=np.intp),
+                           pairs=queries)
 
 
 def validation_split(identities: Sequence[str], seed: int = 0) -> ValidationSplit:
@@ -68,9 +78,10 @@ def validation_figures(emb: np.ndarray, identities: Sequence[str], split: Valida
     labels = np.asarray(list(identities), dtype=object)
     retrieval = retrieval_metrics(emb[split.queries], labels[split.queries], emb[split.gallery],
                                           labels[split.gallery])
-    same, different = pair_cosines(emb, identities)
+    rows = np.arange(len(labels)) if split.pairs is None else split.pairs
+    same, different = pair_cosines(emb[rows], labels[rows])
     return {"val_rank1": float(retrieval["rank1"]), "val_mAP": float(retrieval["mAP"]), "same_cosine": same,
-            "different_cosine": different, "top_pc_share": top_component_share(emb)}
+            "different_cosine": different, "top_pc_share": top_component_share(emb[rows])}
 
 
 def verdict(untrained: dict[str, Any], best: dict[str, Any]) -> tuple[str, str]:

@@ -171,6 +171,7 @@ def train(
     progress: Callback | None = None,
     manifest_version: str = "",
     confusers: Mapping[str, Sequence[str]] | None = None,
+    val_gallery: Sequence[tuple[ImageSource, str]] | None = None,
 ) -> TrainResult:
     """Train a :class:`ReIDNet`; write ``best.pt`` and ``last.pt`` under ``out_dir``, resuming from
     ``last.pt`` when it is there. ``train_items`` / ``val_items``: ``(image, identity)`` pairs;
@@ -182,7 +183,10 @@ def train(
     cuda = dev.startswith("cuda")
     train_sources, train_ids = unzip(train_items, "train_items")
     val_sources, val_ids = unzip(val_items, "val_items")
-    if not any(n >= 2 for n in Counter(val_ids).values()):
+    gallery_sources, gallery_ids = unzip(val_gallery, "val_gallery") if val_gallery is not None else ([], [])
+    if val_gallery is not None and not set(val_ids) & set(gallery_ids):
+        raise ValueError("no identity of val_items is in val_gallery: there is nothing to retrieve")
+    if val_gallery is None and not any(n >= 2 for n in Counter(val_ids).values()):
         raise ValueError("val_items must hold at least one identity with 2 or more crops")
     sampler = PKSampler(train_ids, config.p, config.k, batches=config.batches_per_epoch, seed=config.seed,
                         confusers=confusers)
@@ -196,9 +200,15 @@ def train(
     cache = config.image_size if config.num_workers == 0 else None
     train_set = Images(train_sources, [codes.get(i, -1) for i in train_ids],
                        train_augmentations(config.image_size, flip=config.flip, erasing=config.random_erasing), cache)
-    val_set = Images(val_sources, [0] * len(val_sources), eval_transform(config.image_size), cache)
-    val_split = guard.validation_split(val_ids, config.seed)
-    data_fp = fingerprint((train_sources, train_ids), (val_sources, val_ids))
+    val_set = Images(val_sources + gallery_sources, [0] * (len(val_sources) + len(gallery_sources)),
+                     eval_transform(config.image_size), cache)
+    val_labels = val_ids + gallery_ids
+    if val_gallery is not None:
+        val_split = guard.gallery_split(len(val_sources), len(gallery_sources))
+        data_fp = fingerprint((train_sources, train_ids), (val_sources, val_ids), (gallery_sources, gallery_ids))
+    else:
+        val_split = guard.validation_split(val_ids, config.seed)
+        data_fp = fingerprint((train_sources, train_ids), (val_sources, val_ids))
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / BEST_CHECKPOINT, out_dir / LAST_CHECKPOINT
     state = load_resume_state(last_path, config, manifest_version, data_fp) if last_path.is_file() else None
@@ -208,7 +218,7 @@ def train(
 
     def validate(model: ReIDNet) -> dict[str, float]:
         emb = embed_dataset(model, val_set, dev, VAL_BATCH_SIZE, config.num_workers, config.amp)
-        return guard.validation_figures(emb, val_ids, val_split)
+        return guard.validation_figures(emb, val_labels, val_split)
 
     devices = [torch.device(dev).index or 0] if cuda else []
     with torch.random.fork_rng(devices=devices), _determinism(not cuda):

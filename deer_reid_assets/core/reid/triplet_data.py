@@ -2,11 +2,15 @@
 
 * Source: detections a person labelled (reviewed, valid, with a deer) that have an ok crop; later
   issues add user corrections here.
-* Honest evaluation: detections that are val/test *queries* of the stored evaluation split are left
-  out, so the model never trains on what the before/after report scores it on.
-* Split 80/10/10 (train/val/test) by a hash of (seed, photo content hash + box): seeded, no
-  detection in two splits, stable when detections are added and the same in any database.
-  Optionally a fraction of identities is held out whole into test, so the score also covers animals
+* Honest evaluation, one split for everything: the stored evaluation split decides. Its *test*
+  queries are left out (the before/after report scores the model on them: never trained on, never
+  used to pick an epoch); its *val* queries are the manifest's ``val`` split (the same queries the
+  ensemble weights are tuned on; the trainer retrieves them from the training crops, as profiles are
+  built in use); everything else, the gallery, is ``train``.
+* Without the evaluation split (``exclude_eval_queries=False``, or a detection it does not know yet):
+  80/10/10 (train/val/test) by a hash of (seed, photo content hash + box): seeded, no detection in
+  two splits, stable when detections are added and the same in any database.
+* Optionally a fraction of identities is held out whole into test, so a score can also cover animals
   the model never saw.
 * Identities with one detection cannot form a positive pair: they are counted and reported.
 * Stored as a versioned manifest in the database (``tm-<hash>`` of its items and settings).
@@ -43,21 +47,21 @@ def _unit(seed: int, kind: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _labelled_crops(conn: sa.Connection, exclude_eval_queries: bool, split_name: str) -> list[tuple[str, str, str, str]]:
+def _labelled_crops(conn: sa.Connection, split_name: str) -> list[tuple[str, str, str, str, str | None]]:
+    """(detection id, identity, crop path, split key, evaluation role or None) of each labelled crop."""
     rows = conn.execute(sa.text(
         f"""
-        SELECT d.id::text, COALESCE(dr.name, dr.id::text), c.path, {SPLIT_KEY_SQL}
+        SELECT d.id::text, COALESCE(dr.name, dr.id::text), c.path, {SPLIT_KEY_SQL}, s.role
         FROM detections d
         LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         JOIN deer dr ON dr.id = d.deer_id
         JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
+        LEFT JOIN reid_eval_splits s ON s.detection_id = d.id AND s.split_name = :split
         WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-          AND (NOT :exclude OR d.id NOT IN (SELECT detection_id FROM reid_eval_splits
-                                            WHERE split_name = :split AND role IN ('val_query', 'test_query')))
         ORDER BY 4, d.id
-        """), {"exclude": exclude_eval_queries, "split": split_name}).all()
+        """), {"split": split_name}).all()
     keys = unique_keys([r[3] for r in rows])
-    return [(r[0], r[1], r[2], key) for r, key in zip(rows, keys)]
+    return [(r[0], r[1], r[2], key, r[4]) for r, key in zip(rows, keys)]
 
 
 def build_manifest(engine: sa.Engine, *, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -69,19 +73,24 @@ def build_manifest(engine: sa.Engine, *, seed: int = 0, fractions: tuple[float, 
     if not 0.0 <= held_out_identity_fraction < 1.0:
         raise ValueError(f"held_out_identity_fraction must be in [0, 1), got {held_out_identity_fraction}")
     with engine.connect() as conn:
-        rows = _labelled_crops(conn, exclude_eval_queries, split_name)
+        rows = _labelled_crops(conn, split_name)
+    if exclude_eval_queries:
+        rows = [r for r in rows if r[4] != "test_query"]
     if not rows:
         raise ValueError("no labelled detections with crops to train on (label some detections first)")
     items = []
-    for detection_id, identity, crop, key in rows:
+    for detection_id, identity, crop, key, role in rows:
         if held_out_identity_fraction and _unit(seed, "identity", identity) < held_out_identity_fraction:
             split = "test"
+        elif exclude_eval_queries and role is not None:
+            split = "val" if role == "val_query" else "train"
         else:
             u = _unit(seed, "detection", key)
             split = "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
         items.append({"detection_id": detection_id, "identity": identity, "split": split, "crop": crop})
     config = {"seed": seed, "fractions": list(fractions), "held_out_identity_fraction": held_out_identity_fraction,
-              "exclude_eval_queries": exclude_eval_queries, "split_name": split_name}
+              "exclude_eval_queries": exclude_eval_queries, "split_name": split_name,
+              "validation": "evaluation val queries" if exclude_eval_queries else "hash"}
     digest = hashlib.sha256(json.dumps([config, [(i["detection_id"], i["identity"], i["split"]) for i in items]],
                                        sort_keys=True).encode()).hexdigest()
     manifest = Manifest(version=f"tm-{digest[:10]}", items=items, stats=_stats(items), config=config)
