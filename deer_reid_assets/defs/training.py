@@ -55,7 +55,7 @@ def triplet_dataset(context: dg.AssetExecutionContext, config: TripletDatasetCon
         corrected = {p.detection_id for p in review_labels.review_pairs(conn) if p.positive}
         confused = review_labels.confusers(conn)
         evaluation_queries = set(evaluation.query_detections(conn))
-    in_manifest = {i["detection_id"] for i in manifest.items} & corrected
+    in_manifest = {i["detection_id"] for i in manifest.items if i["split"] == "train"} & corrected
     stats = manifest.stats
     single = stats["single_detection_identities_in_train"]
     if single:
