@@ -85,7 +85,7 @@ def test_trained_model_is_published_only_if_it_beats_the_published_configuration
     assert ab["mAP"]["fine-tuned"] == pytest.approx(new["mAP"]) and ab["mAP"][current] == pytest.approx(old["mAP"])
     assert (published.get("finetuned") == version) is better
     report = _meta(result, "embedding_report")["comparison"]
-    assert "fine-tuned ResNet50 (triplet)" in report
+    assert "fine-tuned deer re-ID model" in report
 
 
 def test_a_model_that_is_worse_is_not_published(trained):

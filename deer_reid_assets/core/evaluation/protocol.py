@@ -226,7 +226,7 @@ def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b:
         tuned: {version_a: tuned_weight, version_b: 1 - tuned_weight},
     }
     if finetuned:
-        configurations["fine-tuned ResNet50 (triplet)"] = {finetuned: 1.0}
+        configurations["fine-tuned deer re-ID model"] = {finetuned: 1.0}
     thresholds = {tuned: tuned_threshold} if tuned_threshold is not None else {}
     vetoes = {}
     if antler_veto is not None:
