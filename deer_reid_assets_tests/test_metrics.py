@@ -416,6 +416,7 @@ def test_evaluate_end_to_end_on_clustered_vectors():
     assert summary["summary"]["false_match_rate"] == pytest.approx(0.05)
     assert summary["split"]["n_test_query"] == 28
     assert len(summary["sweep"]) == 101
+    assert set(summary["buck_misidentification"]) == {"n_bucks_assigned", "n_misidentified", "rate"}
     assert "| assignment_rate | 0.714 |" in report.markdown_table()
 
 

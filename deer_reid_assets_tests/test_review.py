@@ -4,13 +4,16 @@ embedded PostgreSQL (HTTP through Starlette's test client; the browser tests are
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from deer_reid_assets.core.review import actions, dashboard, labels, queue, security
+from deer_reid_assets.core.review import actions, antler_history, dashboard, labels, queue, security
+from deer_reid_assets.core.store import antler_keypoints as antler_kp
 from deer_reid_assets.core.store import review as store
+from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.review_app.app import ReviewConfig, create_app
 from deer_reid_assets_tests.review_seed import review_fields, seed
 
@@ -172,3 +175,67 @@ def test_before_cutover_the_queue_shows_the_pipelines_proposals(engine, scene):
     assert item.reason == "audit" and [c["deer_id"] for c in item.candidates] == [ids["C"], ids["B"]]
     page = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root))).get("/queue").text
     assert f'src="/crop/{ids["audit2"]}.jpg"' in page and "the existing\n   system has it as" in page
+
+
+def _keypoints(conn, det: str, indices: list[int], source: str) -> None:
+    pts = [antler_kp.Keypoint(i, 10.0 + i, 20.0, 2, 1.0) for i in indices]
+    antler_kp.write(conn, det, pts, model_version=source)
+
+
+def test_deer_page_antler_history_per_season(engine, scene):
+    ids, store_root = scene
+    beams_and_two_tines = [0, 1, 2, 5, 8, 9, 10, 13]  # beam base, brow, G2, tip on each side: a typical 6-point
+    with engine.begin() as conn:
+        own = [r[0] for r in conn.execute(sa.text(
+            "SELECT id::text FROM detections WHERE deer_id::text = :a ORDER BY id"), {"a": ids["A"]})]
+        _keypoints(conn, own[0], beams_and_two_tines, "annotation:review-app")  # October 2026: hard, 2026-27
+        _keypoints(conn, own[1], [0, 1, 8], "yolo-pose:test")                   # same season, a side partly unseen
+        img = conn.execute(sa.insert(t.images).values(filename="v.jpg", path="/p/v.jpg",
+                                                      timestamp=datetime(2025, 6, 10, 7, tzinfo=UTC))
+                           .returning(t.images.c.id)).scalar_one()
+        velvet = conn.execute(sa.insert(t.detections).values(
+            image_id=img, deer_id=ids["A"], bbox={"x": 0, "y": 0, "width": 64, "height": 64}, confidence=0.9,
+            classification="buck").returning(t.detections.c.id)).scalar_one()
+        _keypoints(conn, velvet, [0, 1, 5, 8, 13], "yolo-pose:test")             # June 2025: velvet, 2025-26
+    with engine.connect() as conn:
+        rows = antler_history.deer_history(conn, ids["A"])
+        assert antler_history.deer_history(conn, ids["C"]) == []
+    assert [r.season for r in rows] == ["2026-27", "2025-26"]
+    new, old = rows
+    assert (new.left_points, new.right_points, new.total_points, new.typical, new.settled) == (3, 3, 6, "typical", True)
+    assert (new.detections, new.by_people, new.by_model, new.phases) == (2, 1, 1, "hard")
+    assert new.description.startswith("6-point typical (3L/3R)")
+    assert (old.total_points, old.settled, old.by_people, old.by_model, old.phases) == (3, False, 0, 1, "velvet")
+    client = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root)))
+    page = re.sub(r">\s+<", "><", client.get(f"/deer/{ids['A']}").text)
+    assert 'id="antler-history"' in page and "<td>2026-27</td><td>hard</td><td>3</td><td>3</td><td>6</td>" in page
+    assert "<td>3+</td>" in page and 'id="no-antlers"' in client.get(f"/deer/{ids['C']}").text
+
+
+def test_dashboard_buck_misidentification_live_and_per_run(engine, scene):
+    ids, store_root = scene
+    with engine.begin() as conn:
+        for det, who in (("uncertain", "B"), ("audit2", "B")):  # the matcher has A (wrong) and B (right)
+            conn.execute(sa.text("INSERT INTO reid_ground_truth (detection_id, identity, sex, attributes, source) "
+                                 "VALUES (CAST(:d AS uuid), :n, 'buck', '{}', 'test')"), {"d": ids[det], "n": who})
+        conn.execute(sa.text(
+            "INSERT INTO reid_evaluations (name, versions, summary, report) VALUES "
+            "('reid_evaluation', '{\"resnet50\": \"r-1\"}', '{\"rank1\": 0.5}', '{}'), "
+            "('reid_evaluation', '{\"resnet50\": \"r-2\"}', '{\"rank1\": 0.6}', "
+            "'{\"test\": {\"buck_misidentification\": {\"rate\": 0.125}}, "
+            "\"live_assignments\": {\"buck_misidentification_rate\": 0.375}}')"))
+    # a person says the matcher's buck A is buck B (wrong buck); a new-animal candidate had no deer (not counted)
+    actions.apply_action(engine, ids["audit1"], "reassign", reviewer="ann", deer_id=ids["B"],
+                         proposed_deer_id=ids["A"], queue_reason="audit")
+    actions.apply_action(engine, ids["new"], "new_deer", reviewer="ann", proposed_deer_id=ids["A"])
+    with engine.connect() as conn:
+        d = dashboard.compute(conn)
+    assert (d.bucks_assigned, d.bucks_misidentified) == (3, 2) and d.buck_misid_rate == pytest.approx(2 / 3)
+    assert [(e["buck_misid_rate"], e["live_buck_misid_rate"]) for e in d.evaluations] == [(None, None), (0.125, 0.375)]
+    page = TestClient(create_app(ReviewConfig(engine=engine, store_root=store_root))).get("/dashboard").text
+    assert 'id="buck-misid-rate">66.7%<' in page and "2 of 3 bucks assigned" in page
+    assert "<td>12.5%</td><td>37.5%</td>" in re.sub(r">\s+<", "><", page) and 'id="buck-misid-chart"' in page
+    actions.undo_last(engine, "ann")  # the new deer
+    actions.undo_last(engine, "ann")  # the reassignment: back to the matcher's (unreviewed, no truth) A
+    with engine.connect() as conn:
+        assert dashboard.compute(conn).bucks_assigned == 2

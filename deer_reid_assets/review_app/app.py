@@ -20,7 +20,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from deer_reid_assets.core.antlers.layout import KEYPOINT_NAMES
-from deer_reid_assets.core.review import actions, antler_annotation, dashboard, deer_edits, queue, security
+from deer_reid_assets.core.review import (
+    actions,
+    antler_annotation,
+    antler_history,
+    dashboard,
+    deer_edits,
+    queue,
+    security,
+)
 from deer_reid_assets.core.store import review as store
 
 HERE = Path(__file__).parent
@@ -207,8 +215,11 @@ async def dashboard_page(request: Request) -> Response:
                                 ("backlog", d.backlog), ("reviewed", d.reviewed)], title="detections")
     rank1 = dashboard.bar_svg([(e["when"][5:10], round(100 * (e["rank1"] or 0), 1)) for e in d.evaluations],
                               title="rank-1 (%) per evaluation run")
+    bucks = dashboard.bar_svg([(e["when"][5:10], round(100 * e["buck_misid_rate"], 1)) for e in d.evaluations
+                               if e["buck_misid_rate"] is not None],
+                              title="buck misidentification (%) of the test queries per evaluation run")
     return _render(request, "dashboard.html", {"d": d, "pct": dashboard.percent, "weeks_svg": weeks,
-                                               "status_svg": status, "rank1_svg": rank1})
+                                               "status_svg": status, "rank1_svg": rank1, "bucks_svg": bucks})
 
 
 async def deer_page(request: Request) -> Response:
@@ -217,9 +228,10 @@ async def deer_page(request: Request) -> Response:
     with cfg.engine.connect() as conn:
         deer = store.deer_page(conn, deer_id) if deer_id else None
         others = [d for d in store.all_deer(conn) if d["deer_id"] != deer_id]
+        antlers = antler_history.deer_history(conn, deer_id) if deer else []
     if deer is None:
         return PlainTextResponse("no such deer", 404)
-    return _render(request, "deer.html", {"deer": deer, "others": others})
+    return _render(request, "deer.html", {"deer": deer, "others": others, "antlers": antlers})
 
 
 async def antler_list(request: Request) -> Response:

@@ -68,12 +68,13 @@ class EvaluationReport:
         return {key: json_safe(value) for key, value in values.items()}
 
     def to_json(self) -> str:
-        """Summary, sweep rows and split sizes as strict JSON."""
+        """Summary, sweep rows, split sizes and buck misidentification as strict JSON."""
         sweep_rows = [
             {key: json_safe(value) for key, value in row.items()}
             for row in self.sweep.to_dict(orient="records")
         ]
-        payload = {"summary": self.summary(), "sweep": sweep_rows, "split": dict(self.split_sizes)}
+        payload = {"summary": self.summary(), "sweep": sweep_rows, "split": dict(self.split_sizes),
+                   "buck_misidentification": {k: json_safe(v) for k, v in self.buck_misidentification.items()}}
         return json.dumps(payload, allow_nan=False)
 
     def markdown_table(self) -> str:

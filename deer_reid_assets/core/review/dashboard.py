@@ -7,6 +7,7 @@ from html import escape
 
 import sqlalchemy as sa
 
+from deer_reid_assets.core.evaluation.protocol import live_assignment_stats
 from deer_reid_assets.core.store import review as store
 
 
@@ -20,6 +21,8 @@ class Dashboard:
     audited_wrong: int        # ... where the matcher's deer was wrong (another deer, a new deer, not a deer)
     corrections_per_week: list[tuple[str, int]]
     evaluations: list[dict]   # each reid_evaluation run: when, versions, its test-query figures
+    bucks_assigned: int = 0       # bucks the matcher gave a deer, where ground truth or a review says who
+    bucks_misidentified: int = 0  # ... given another buck
 
     @property
     def assignment_rate(self) -> float | None:
@@ -30,18 +33,30 @@ class Dashboard:
         """Wrong among the audited assignments; None before any audit sample is reviewed."""
         return self.audited_wrong / self.audited if self.audited else None
 
+    @property
+    def buck_misid_rate(self) -> float | None:
+        """Bucks assigned to a wrong buck / bucks assigned; None before any is known."""
+        return self.bucks_misidentified / self.bucks_assigned if self.bucks_assigned else None
+
 
 def compute(conn: sa.Connection) -> Dashboard:
     counts = store.dashboard_counts(conn)
     audits = [d for d in store.latest_decisions(conn) if d["queue_reason"] == "audit" and d["proposed_deer_id"]]
     wrong = sum(1 for d in audits if d["action"] == "not_deer" or d["final_deer_id"] != d["proposed_deer_id"])
+    # live: unreviewed assignments against hidden ground truth, plus reviewed ones against the person's decision
+    live = live_assignment_stats(conn)
+    reviewed = store.reviewed_buck_assignments(conn)
     return Dashboard(valid_detections=counts["valid"], assigned=counts["with_deer"], backlog=counts["backlog"],
                      reviewed=counts["reviewed"], audited=len(audits), audited_wrong=wrong,
                      corrections_per_week=store.corrections_per_week(conn),
+                     bucks_assigned=live["bucks_assigned"] + reviewed["bucks_assigned"],
+                     bucks_misidentified=live["bucks_misidentified"] + reviewed["bucks_misidentified"],
                      evaluations=[{"when": e["created_at"].strftime("%Y-%m-%d %H:%M"),
                                    "versions": ", ".join(f"{k}={v}" for k, v in sorted(e["versions"].items())),
                                    **{k: e["summary"].get(k) for k in ("rank1", "mAP", "assignment_rate",
-                                                                       "false_match_rate")}}
+                                                                       "false_match_rate")},
+                                   "buck_misid_rate": e["buck_misid_rate"],
+                                   "live_buck_misid_rate": e["live_buck_misid_rate"]}
                                   for e in store.evaluation_history(conn)])
 
 

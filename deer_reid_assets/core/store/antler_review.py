@@ -47,3 +47,17 @@ def buck_detections(conn: sa.Connection, annotation_prefix: str, limit: int = 20
             ORDER BY COALESCE(l.model_version LIKE :p, false), (l.detection_id IS NULL), d.id LIMIT :n"""),
         {"p": annotation_prefix + "%", "n": limit}).mappings().all()
     return [dict(r) for r in rows]
+
+
+def deer_keypointed_detections(conn: sa.Connection, deer_id: str, annotation_prefix: str) -> list[dict[str, Any]]:
+    """The deer's valid detections with stored keypoints: id, photo time, and whether a person
+    (``annotation_prefix``) or a model wrote them."""
+    rows = conn.execute(sa.text(
+        """SELECT d.id::text AS detection_id, i."timestamp" AS taken,
+                  COALESCE(l.model_version LIKE :p, false) AS annotated
+           FROM detections d JOIN images i ON i.id = d.image_id
+           LEFT JOIN antler_processing_log l ON l.detection_id = d.id
+           WHERE d.deer_id::text = :deer AND d.is_valid IS NOT FALSE
+                 AND EXISTS (SELECT 1 FROM antler_keypoints k WHERE k.detection_id = d.id)
+           ORDER BY i."timestamp", d.id"""), {"deer": deer_id, "p": annotation_prefix + "%"}).mappings().all()
+    return [dict(r) for r in rows]

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from deer_reid_assets.core.classes import sql_sex_of
+
 # The detection fields a review decision changes (the existing system's review fields + the deer).
 REVIEW_FIELDS = ("deer_id", "is_reviewed", "is_valid", "corrected_classification", "correction_notes",
                  "reviewed_by", "reviewed_at")
@@ -245,8 +247,35 @@ def deer_page(conn: sa.Connection, deer_id: str, crops: int = 48) -> dict[str, A
 
 
 def evaluation_history(conn: sa.Connection, limit: int = 12) -> list[dict[str, Any]]:
-    """The newest ``reid_evaluation`` runs (oldest first): when, which versions, their test summary."""
+    """The newest ``reid_evaluation`` runs (oldest first): when, which versions, their test summary, the
+    test queries' buck misidentification rate and the live one at the time (None where not stored)."""
     rows = conn.execute(sa.text(
-        """SELECT * FROM (SELECT id, created_at, versions, summary FROM reid_evaluations
+        """SELECT * FROM (SELECT id, created_at, versions, summary,
+                                 (report #>> '{test,buck_misidentification,rate}')::float AS buck_misid_rate,
+                                 (report #>> '{live_assignments,buck_misidentification_rate}')::float
+                                     AS live_buck_misid_rate
+                          FROM reid_evaluations
                           WHERE name = 'reid_evaluation' ORDER BY id DESC LIMIT :n) x ORDER BY id"""), {"n": limit})
     return [dict(r) for r in rows.mappings()]
+
+
+def reviewed_buck_assignments(conn: sa.Connection) -> dict[str, int]:
+    """Reviewed buck detections (a person's class) the matcher had given a deer, per their latest
+    decision (queue reviews, not merges or splits): how many, and how many a person moved from that
+    buck to another buck."""
+    row = conn.execute(sa.text(
+        f"""WITH latest AS (
+                SELECT DISTINCT ON (detection_id) detection_id, before ->> 'deer_id' AS before_deer,
+                       after ->> 'deer_id' AS after_deer
+                FROM reid_review_corrections
+                WHERE undone_at IS NULL AND action <> 'skip' AND COALESCE(queue_reason, '') NOT IN ('merge', 'split')
+                ORDER BY detection_id, id DESC)
+            SELECT count(*) AS bucks_assigned,
+                   count(*) FILTER (WHERE l.after_deer IS DISTINCT FROM l.before_deer AND b.sex::text = 'buck'
+                                    AND a.sex::text = 'buck') AS bucks_misidentified
+            FROM latest l JOIN detections d ON d.id = l.detection_id
+            JOIN deer b ON b.id::text = l.before_deer
+            LEFT JOIN deer a ON a.id::text = l.after_deer
+            WHERE d.is_reviewed AND d.is_valid IS NOT FALSE
+                  AND {sql_sex_of("COALESCE(d.corrected_classification, d.classification)")} = 'buck'""")).mappings().one()
+    return dict(row)
