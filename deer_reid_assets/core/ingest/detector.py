@@ -54,7 +54,7 @@ def allowed_detector_dirs() -> list[Path]:
 
 def check_detector_weights(weights: str | Path) -> Path:
     """``weights`` if it may be opened, else DetectorError, decided BEFORE anything reads the file.
-    ultralytics loads ``.pt`` checkpoints with ``torch.load(weights_only=False)``: a pickle that runs
+    ultralytics unpickles ``.pt`` checkpoints in full (the weights-only guard off): a pickle that runs
     code when opened. A run-configuration value (editable in the launchpad) therefore only chooses
     among checkpoints an operator put into an allowed folder (resolved: a symlink out of it is refused);
     a model definition (``.yaml``: architecture, random init) holds no pickle and is always allowed."""
