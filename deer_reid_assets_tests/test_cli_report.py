@@ -38,6 +38,11 @@ def test_import_crops_then_report_reaches_the_before_after_table(engine, reid_ho
     assert "30 crops imported" in result.output and "6 new deer" in result.output
     assert "NOT pretrained" in result.output  # random weights say so
     assert "Before/after on the same test queries (embedding_report):" in result.output
+    # where the time went: every step of the run with its wall time, slowest first
+    timing = result.output.split("time per step (", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    seconds = {line.split()[0]: float(line.split()[1]) for line in timing}
+    assert {"crops", "baseline_embeddings", "deer_assignments", "embedding_report"} <= set(seconds)
+    assert list(seconds.values()) == sorted(seconds.values(), reverse=True) and min(seconds.values()) >= 0
     report = json.loads((reid_home / "store" / "reports" / "embedding_report.json").read_text())
     assert len(report["rows"]) >= 5 and report["versions"]["baseline"] in result.output
     # recorded in the Dagster instance like any run of the graph

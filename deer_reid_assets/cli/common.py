@@ -88,6 +88,15 @@ class RunOutcome:
 
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)  # asset name -> AssetCheckEvaluation
+    step_seconds: dict[str, float] = field(default_factory=dict)  # step key -> wall time of the step
+
+    def echo_step_times(self) -> None:
+        """Where the run's time went: each step's wall time, slowest first."""
+        if not self.step_seconds:
+            return
+        click.echo(f"time per step ({len(self.step_seconds)} steps, {sum(self.step_seconds.values()):.0f} s in all):")
+        for key, seconds in sorted(self.step_seconds.items(), key=lambda kv: (-kv[1], kv[0])):
+            click.echo(f"  {key:<42} {seconds:8.1f} s")
 
     def echo_failed_audits(self) -> None:
         """One line per audit that failed (what depends on it was skipped in this run)."""
@@ -124,6 +133,9 @@ def materialize(assets: list, run_config: dict, resources: dict, inst, *, partit
     if not result.success and (failed or not failed_audits):
         message = failed[0].event_specific_data.error.message.strip().splitlines()[-1] if failed else "run failed"
         raise CliError(f"deer-reid: the run failed in {failed[0].step_key if failed else '?'}: {message}")
+    for stats in inst.get_run_step_stats(result.run_id):
+        if stats.start_time is not None and stats.end_time is not None:
+            outcome.step_seconds[stats.step_key] = stats.end_time - stats.start_time
     for event in result.all_events:
         if event.is_step_materialization:
             materialization = event.event_specific_data.materialization

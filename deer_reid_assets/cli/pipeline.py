@@ -77,6 +77,8 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int, rege
     click.echo(f"      weights used: {summary.weights}")
     step("metrics")
     summary.echo_metrics()
+    click.echo("")
+    outcome.echo_step_times()
     click.echo(f"\ndone in {time.perf_counter() - started:.0f} s. {REPORTS_HINT}; "
                f"report files in {db.reid_home() / 'store' / 'reports'}")
 
@@ -98,6 +100,8 @@ def run_report(weights: str, image_size: int) -> None:
     if summary.publish_table is not None:
         click.echo(summary.publish_table)
     summary.echo_metrics()
+    click.echo("")
+    outcome.echo_step_times()
     click.echo(f"\nreport files in {db.reid_home() / 'store' / 'reports'}")
 
 
