@@ -36,13 +36,15 @@ def _publish_and_rebuild(eng, resources: dict, *, run_config: dict | None = None
 @click.option("--image-size", default=224, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--loader-workers", type=int, default=None,
+              help="Processes decoding and resizing crops beside the model [default: 0 on a CPU, min(8, cores-1) on a GPU].")
 @click.option("--refit", is_flag=True, help="Fit a new projection (a new version) instead of reusing the current one.")
 @click.option("--chunk", default=128, show_default=True, help="Crops per committed chunk (resume granularity).")
 @click.option("--projection-sample", default=1500, show_default=True, help="Crops sampled to fit a new projection.")
 @click.option("--no-publish", is_flag=True, help="Leave the completed version staged (audit it first).")
 @fail_cleanly
-def embed(family: str, weights: str, image_size: int, batch_size: int, device: str, refit: bool, chunk: int,
-          projection_sample: int, no_publish: bool) -> None:
+def embed(family: str, weights: str, image_size: int, batch_size: int, device: str, loader_workers: int | None,
+          refit: bool, chunk: int, projection_sample: int, no_publish: bool) -> None:
     """(Re-)embed every usable crop, in committed chunks: an interrupted run resumes where it stopped;
     each version is audited, then published_embeddings publishes what passed and deer_profiles rebuilds
     the profiles (Dagster runs, as in the graph)."""
@@ -53,9 +55,10 @@ def embed(family: str, weights: str, image_size: int, batch_size: int, device: s
 
     eng = engine()
     resources = default_resources()
-    resources["compute"] = ComputeResource(device=device, batch_size=batch_size)
+    resources["compute"] = ComputeResource(device=device, batch_size=batch_size, loader_workers=loader_workers)
     resources["model_weights"] = ModelWeightsResource(weights=weights, image_size=image_size)
-    settings = families.EmbedderSettings(weights=weights, image_size=image_size, device=device, batch_size=batch_size)
+    settings = families.EmbedderSettings(weights=weights, image_size=image_size, device=device, batch_size=batch_size,
+                                         loader_workers=loader_workers)
     for name in (families.PRETRAINED if family == "all" else [family]):
         embedder = families.get(name).embedder(eng, settings)
         click.echo(f"{name}: {embedder.weights.description}")

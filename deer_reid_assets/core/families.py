@@ -31,13 +31,14 @@ class EmbedderSettings:
     image_size: int = 224
     device: str = "cpu"
     batch_size: int = 32
+    loader_workers: int | None = None  # None: none on a CPU, several on a GPU (core.embed.loading)
 
 
 def _pretrained_embedder(family: Family, engine: sa.Engine | None, settings: EmbedderSettings) -> Any:
     from deer_reid_assets.core.embed.embedder import Embedder
 
     return Embedder(family.name, settings.weights, seed=settings.seed, image_size=settings.image_size,
-                    device=settings.device, batch_size=settings.batch_size)
+                    device=settings.device, batch_size=settings.batch_size, loader_workers=settings.loader_workers)
 
 
 class NoUsableModel(ValueError):
@@ -52,7 +53,8 @@ def _finetuned_embedder(family: Family, engine: sa.Engine | None, settings: Embe
     if model is None:
         raise NoUsableModel("no usable fine-tuned model: materialize finetuned_reid_model first (deer-reid train); "
                          "a collapsed model is never used")
-    return FinetunedEmbedder(model["checkpoint_path"], device=settings.device, batch_size=settings.batch_size)
+    return FinetunedEmbedder(model["checkpoint_path"], device=settings.device, batch_size=settings.batch_size,
+                             loader_workers=settings.loader_workers)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class AuditConfig(dg.Config):
 def embedder_settings(compute: ComputeResource, model_weights: ModelWeightsResource) -> families.EmbedderSettings:
     return families.EmbedderSettings(weights=model_weights.weights, seed=model_weights.seed,
                                      image_size=model_weights.image_size, device=compute.resolve(),
-                                     batch_size=compute.batch_size)
+                                     batch_size=compute.batch_size, loader_workers=compute.loader_workers)
 
 
 def embedding_asset(family_name: str, description: str, code_version: str = "1", *, deps=(crops,),

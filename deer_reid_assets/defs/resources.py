@@ -61,6 +61,9 @@ class ComputeResource(dg.ConfigurableResource):
 
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cuda' or 'cpu'.")
     batch_size: int = Field(default=32, description="Crops per forward pass.")
+    loader_workers: Optional[int] = Field(
+        default=None, description="Processes that decode and resize crops while the model runs; null: none on a "
+        "CPU (the model uses every core), min(8, cores - 1) on a GPU.")
     gpu_pool: str = Field(default=GPU_POOL, description="Concurrency pool of GPU steps.")
 
     lock_on_cpu: bool = Field(default=False, description="Take the GPU lock even when running on the CPU.")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,9 @@ from PIL import Image
 
 from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.loading import file_batches, uint8_batch
 from deer_reid_assets.core.embed.projection import FeatureProjection
+from deer_reid_assets.core.families import EMBEDDING_DIM
 from deer_reid_assets.core.families import get as get_family
 
 MODEL_CODE_VERSION = "1"  # bump when preprocessing/architecture code changes
@@ -30,6 +32,7 @@ class Embedder:
         image_size: int = 224,
         device: str = "cpu",
         batch_size: int = 32,
+        loader_workers: int | None = None,
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 px, got {image_size}")
@@ -40,6 +43,7 @@ class Embedder:
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = resolve_device(device)
+        self.loader_workers = loader_workers  # None: loading.default_workers(device)
         backbone, self.weights = build_backbone(family, weights, seed=seed)
         self.backbone = backbone.to(self.device)
         if self.device.startswith("cuda"):
@@ -54,29 +58,63 @@ class Embedder:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """RGB, direct resize to ``image_size`` square (bilinear), ImageNet normalisation -> (N,3,S,S)."""
-        size = (self.image_size, self.image_size)
-        rgb = (im if im.mode == "RGB" else im.convert("RGB") for im in images)
-        arrays = [np.asarray(im.resize(size, Image.Resampling.BILINEAR)) for im in rgb]
-        if not arrays:
-            return torch.empty((0, 3, *size))
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-        return (batch - self._mean) / self._std
+        return self._normalise(uint8_batch(images, self.image_size))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N,3,S,S)`` -> normalised float, on the tensor's device."""
+        mean, std = self._mean.to(x.device), self._std.to(x.device)
+        return (x.float().div_(255.0) - mean) / std
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a uint8 batch, left on the device (float32). On CUDA the copy is
+        asynchronous (the batch is pinned) and the normalisation runs on the GPU."""
+        if self.device.startswith("cuda"):
+            x = self._normalise(x.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.backbone(x).float()
+        return self.backbone(self._normalise(x))
+
+    def _stream(self, batches: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
+        """Features per batch, one batch behind: batch i's result is copied back to the host after
+        batch i+1 was queued, so on a GPU the copy-back never leaves the device idle."""
+        pending = None
+        for x in batches:
+            with torch.inference_mode():  # per batch: the mode must not leak into the caller between yields
+                feats = self._forward(x)
+            if pending is not None:
+                yield pending.cpu().numpy()
+            pending = feats
+        if pending is not None:
+            yield pending.cpu().numpy()
+
+    def _collect(self, parts: Iterable[np.ndarray]) -> np.ndarray:
+        out = list(parts)
+        return np.concatenate(out) if out else np.empty((0, self.raw_dim), dtype=np.float32)
 
     def raw_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Pooled backbone features ``(N, raw_dim)`` float32, one forward pass per ``batch_size`` images."""
-        cuda = self.device.startswith("cuda")
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                x = self.preprocess(images[start : start + self.batch_size])
-                if cuda:
-                    x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                    with torch.autocast("cuda", dtype=torch.float16):
-                        feats = self.backbone(x)
-                else:
-                    feats = self.backbone(x)
-                out.append(feats.float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, self.raw_dim), dtype=np.float32)
+        """Pooled backbone features ``(N, raw_dim)`` float32 of in-memory images, ``batch_size`` at a time."""
+        size = self.image_size
+        batches = (uint8_batch(images[i : i + self.batch_size], size) for i in range(0, len(images), self.batch_size))
+        return self._collect(self._stream(batches))
+
+    def raw_feature_batches(self, paths: Sequence[Path | str], workers: int | None = None) -> Iterator[np.ndarray]:
+        """Pooled features of crop files, one array per ``batch_size`` files in order; the files are
+        decoded and resized in ``workers`` loader processes (default: none on a CPU, several on a GPU)."""
+        return self._stream(file_batches(paths, self.image_size, self.batch_size, device=self.device,
+                                         workers=self.loader_workers if workers is None else workers))
+
+    def raw_features_files(self, paths: Sequence[Path | str], workers: int | None = None) -> np.ndarray:
+        return self._collect(self.raw_feature_batches(paths, workers))
+
+    def embed_files(self, paths: Sequence[Path | str]) -> np.ndarray:
+        """``(N, EMBEDDING_DIM)`` unit vectors of crop files (needs ``projection``)."""
+        return np.concatenate(list(self.embed_batches(paths))) if len(paths) else np.empty((0, EMBEDDING_DIM), np.float32)
+
+    def embed_batches(self, paths: Sequence[Path | str]) -> Iterator[np.ndarray]:
+        """Unit vectors of crop files, one array per batch (needs ``projection``)."""
+        projection = self._projection()
+        for raw in self.raw_feature_batches(paths):
+            yield projection.transform(raw)
 
     def fit_projection(self, raw: np.ndarray) -> FeatureProjection:
         """Fit (seeded with ``self.seed``) and set ``self.projection`` from raw features."""
@@ -88,13 +126,16 @@ class Embedder:
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``(N, EMBEDDING_DIM)`` float32 unit vectors; needs ``projection`` (fit or load it first)."""
+        return self._projection().transform(self.raw_features(images))
+
+    def _projection(self) -> FeatureProjection:
         if self.projection is None:
             raise RuntimeError("Embedder.embed needs a projection: call fit_projection(raw) or set .projection")
         if self.projection.in_dim != self.raw_dim:
             raise ValueError(
                 f"projection expects {self.projection.in_dim}-d raw features, {self.family} gives {self.raw_dim}"
             )
-        return self.projection.transform(self.raw_features(images))
+        return self.projection
 
     def version_key(self) -> dict:
         """What determines the embeddings; ``projection`` is ``None`` until one is fitted or set."""

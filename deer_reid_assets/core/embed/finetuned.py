@@ -3,7 +3,7 @@ versioned write / audit / publish path as the other model families."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,10 @@ from PIL import Image
 
 from deer_reid_assets.core.embed.device import resolve_device
 from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.embed.loading import default_workers
 from deer_reid_assets.core.embed.projection import FeatureProjection
 from deer_reid_assets.core.families import EMBEDDING_DIM, FINETUNED
+from deer_reid_assets.core.reid.data import Images, embed_dataset, eval_transform
 from deer_reid_assets.core.reid.training import embed_images, load_reid_model
 
 
@@ -28,7 +30,9 @@ class FinetunedEmbedder:
     family = FINETUNED
     raw_dim = EMBEDDING_DIM
 
-    def __init__(self, checkpoint: Path | str, *, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, checkpoint: Path | str, *, device: str = "cpu", batch_size: int = 32,
+                 loader_workers: int | None = None) -> None:
+        self.loader_workers = loader_workers
         self.device = resolve_device(device)
         self.model, self.config = load_reid_model(Path(checkpoint), self.device)
         self.weights = self.model.weights
@@ -38,6 +42,24 @@ class FinetunedEmbedder:
 
     def raw_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         return embed_images(self.model, images, self.image_size, self.device, self.batch_size)
+
+    def raw_features_files(self, paths: Sequence[Path | str], workers: int | None = None) -> np.ndarray:
+        """Embeddings of crop files, decoded in loader workers on a GPU (none on a CPU)."""
+        n_workers = workers if workers is not None else self.loader_workers
+        n_workers = default_workers(self.device) if n_workers is None else n_workers
+        dataset = Images(list(paths), [0] * len(paths), eval_transform(self.image_size))
+        return embed_dataset(self.model, dataset, self.device, self.batch_size, num_workers=n_workers)
+
+    def embed_batches(self, paths: Sequence[Path | str]) -> Iterator[np.ndarray]:
+        """Unit vectors of crop files, a few batches at a time (so the caller can write as it goes)."""
+        step = self.batch_size * 8
+        for start in range(0, len(paths), step):
+            yield self.embed_files(paths[start : start + step])
+
+    def embed_files(self, paths: Sequence[Path | str]) -> np.ndarray:
+        if self.projection is None:
+            self.projection = identity_projection()
+        return self.projection.transform(self.raw_features_files(paths))
 
     def fit_projection(self, raw: np.ndarray) -> FeatureProjection:
         self.projection = identity_projection()

@@ -129,8 +129,6 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
                  should_stop: Callable[[], bool] | None = None) -> EmbedReport:
     """The projection is fitted once per model (on a seeded sample of crops) and reused by later runs,
     so new uploads land in the same version; ``refit=True`` starts a new version."""
-    from deer_reid_assets.core.ingest.imaging import load_image
-
     started = time.perf_counter()
     family = embedder.family
     base_key = {k: v for k, v in embedder.version_key().items() if k != "projection"}
@@ -155,7 +153,7 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
         rng = np.random.default_rng(seed)
         pick = sorted(rng.choice(len(crops), size=min(sample_size, len(crops)), replace=False))
         t0 = time.perf_counter()
-        raw = embedder.raw_features([load_image(crops[i][1]) for i in pick])
+        raw = embedder.raw_features_files([crops[i][1] for i in pick])
         raw_seconds += time.perf_counter() - t0
         projection = embedder.fit_projection(raw)
         fitted = True
@@ -178,18 +176,35 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
         done = set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
     todo = [(d, p) for d, p in crops if d not in done]
     new = 0
-    for start in range(0, len(todo), chunk):
-        if should_stop is not None and should_stop():
-            break
-        part = todo[start : start + chunk]
-        t0 = time.perf_counter()
-        vectors = embedder.embed([load_image(p) for _, p in part])
-        raw_seconds += time.perf_counter() - t0
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal new
         with engine.begin() as conn:  # each chunk commits: an interruption resumes here
-            _write_vectors(conn, version, [d for d, _ in part], vectors)
-        new += len(part)
+            _write_vectors(conn, version, ids, np.concatenate(parts))
+        new += len(ids)
+        ids.clear()
+        parts.clear()
         if progress:
             progress(len(done) + new, len(crops))
+
+    # One loader over every missing crop (decoding in workers on a GPU), written chunk by chunk.
+    t0 = time.perf_counter()
+    consumed = 0
+    for vectors in embedder.embed_batches([p for _, p in todo]):
+        parts.append(vectors)
+        ids.extend(d for d, _ in todo[consumed : consumed + len(vectors)])
+        consumed += len(vectors)
+        if len(ids) >= chunk:
+            raw_seconds += time.perf_counter() - t0
+            flush()
+            t0 = time.perf_counter()
+            if should_stop is not None and should_stop():
+                break
+    if ids:
+        raw_seconds += time.perf_counter() - t0
+        flush()
 
     total = len(done) + new
     if total == len(crops):

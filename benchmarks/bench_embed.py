@@ -1,0 +1,137 @@
+"""How much of the model's raw forward throughput the embedding data path delivers, per family.
+
+    .venv/bin/python benchmarks/bench_embed.py [--crops 256] [--batch-size 32|128] [--device auto]
+                                               [--image-size 224] [--workers N] [--families resnet50,...]
+
+For each pretrained family (ResNet50, multi-scale ResNet50, EfficientNet-B0) it times:
+
+* **raw forward**: the backbone on a batch already on the device (normalised, channels_last and fp16
+  autocast on CUDA): the ceiling;
+* **files, end to end**: what ``deer-reid embed`` and the embedding assets run
+  (``Embedder.raw_feature_batches``): JPEG crop files decoded and resized in loader workers (pinned
+  memory, asynchronous copy, normalisation on the device), forward, features back on the host;
+* **in-memory images**: ``Embedder.raw_features`` on decoded PIL images (resize + stacking in the
+  calling process), the path that was measured at 5% of the raw forward on an H100.
+
+The crops are synthetic JPEGs (smooth colour fields with grain, 160-640 px a side, like deer boxes
+cut from trail-camera photos) written to a temporary folder; weights are seeded random (the time of
+a forward pass does not depend on the weights' values). It also projects the time to re-embed the
+seed database's 6,982 detections with all three models from the measured end-to-end rates. Prints a
+table, then one JSON object per figure. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_pipeline import machine
+from figures import emit
+from PIL import Image
+
+from deer_reid_assets.core import families
+from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.embed.loading import default_workers
+from deer_reid_assets.core.ingest.imaging import load_image
+
+SEED_DETECTIONS = 6982  # detections in the user's seed database (issue 15)
+
+
+def write_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(160, 641, size=2))
+        base = rng.integers(40, 200, size=(max(2, h // 40), max(2, w // 40), 3)).astype(np.uint8)
+        field = np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-12, 13, size=(h, w, 3))
+        path = folder / f"crop_{i:05d}.jpg"
+        Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def raw_forward_rate(embedder: Embedder, batch_size: int, repeats: int) -> float:
+    """Images/s of the backbone alone on a normalised batch already on the device."""
+    size = embedder.image_size
+    x = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, device=embedder.device)
+    with torch.inference_mode():
+        embedder._forward(x)  # warm-up (cuDNN autotuning, allocator)
+        sync(embedder.device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            embedder._forward(x)
+        sync(embedder.device)
+    return batch_size * repeats / (time.perf_counter() - started)
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crops", type=int, default=None, help="crop files (default 2048 on a GPU, 128 on a CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 128 on a GPU, 32 on a CPU")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: the embedders' own)")
+    parser.add_argument("--families", default=",".join(families.PRETRAINED))
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    cuda = device.startswith("cuda")
+    n = args.crops or (2048 if cuda else 128)
+    batch = args.batch_size or (128 if cuda else 32)
+    workers = default_workers(device) if args.workers is None else args.workers
+    where = machine()
+    names = [f.strip() for f in args.families.split(",") if f.strip()]
+    folder = Path(tempfile.mkdtemp(prefix="deer_reid_bench_embed_"))
+    rows = []
+    try:
+        paths = write_crops(folder, n)
+        for name in names:
+            embedder = Embedder(name, "random", image_size=args.image_size, device=device, batch_size=batch,
+                                loader_workers=workers)
+            raw = raw_forward_rate(embedder, batch, repeats=max(2, min(20, n // batch)))
+            embedder.raw_features_files(paths[: batch * 2])  # warm-up of the file path (and its workers)
+            files = n / timed(lambda e=embedder: e.raw_features_files(paths))
+            images = [load_image(p) for p in paths]
+            in_memory = n / timed(lambda e=embedder, im=images: e.raw_features(im))
+            rows.append((name, raw, files, in_memory))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"\n{n} crop files (160-640 px JPEG), {args.image_size} px, batch {batch}, {workers} loader worker(s), "
+          f"seeded random weights, device {device}")
+    print(f"machine: {where}\n")
+    print("| family | raw forward img/s | files end to end img/s | ratio | in-memory PIL img/s | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, raw, files, in_memory in rows:
+        print(f"| {name} | {raw:.0f} | {files:.0f} | {files / raw:.2f} | {in_memory:.0f} | {in_memory / raw:.2f} |")
+    projected = sum(SEED_DETECTIONS / files for _, _, files, _ in rows)
+    print(f"\nre-embedding {SEED_DETECTIONS} detections with {', '.join(names)}: {projected:.1f} s "
+          "(projected from the end-to-end rates above; database writes not included)\n")
+    for name, raw, files, in_memory in rows:
+        emit(f"{name} raw forward", raw, "images/s", where)
+        emit(f"{name} end to end from files", files, "images/s", where)
+        emit(f"{name} end to end / raw forward", files / raw, "ratio", where)
+        emit(f"{name} in-memory PIL path", in_memory, "images/s", where)
+    emit(f"re-embed {SEED_DETECTIONS} detections, {len(rows)} models (projected)", projected, "s", where)
+
+
+if __name__ == "__main__":
+    main()

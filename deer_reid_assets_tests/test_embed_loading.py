@@ -1,0 +1,74 @@
+"""The embedding data path from crop files (core.embed.loading): the same vectors as the in-memory
+path, in order, with loader workers or without; a bad file named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.embed.loading import default_workers, file_batches
+from deer_reid_assets.core.ingest.imaging import ImageError, load_image
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def crop_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, (h, w) in enumerate([(80, 60), (64, 64), (50, 90), (70, 70), (96, 72), (40, 120), (66, 66)]):
+        path = folder / f"c{i}.png" if i % 2 else folder / f"c{i}.jpg"
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        (image.convert("L") if i == 3 else image).save(path)  # one greyscale file: converted to RGB
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder("resnet50", "random", seed=0, image_size=SIZE, batch_size=3)
+
+
+def test_files_give_the_in_memory_features_in_order(embedder: Embedder, crop_files: list[Path]) -> None:
+    expected = embedder.raw_features([load_image(p) for p in crop_files])
+    batches = list(embedder.raw_feature_batches(crop_files, workers=0))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    np.testing.assert_allclose(np.concatenate(batches), expected, rtol=1e-5, atol=1e-6)
+    # a different order gives the rows in that order (no reordering by the loader); other batches
+    # change the float summation order a little, a wrong row changes everything
+    reordered = embedder.raw_features_files(crop_files[::-1], workers=0)
+    np.testing.assert_allclose(reordered, expected[::-1], rtol=1e-3, atol=1e-4)
+
+
+def test_loader_workers_give_the_same_features(embedder: Embedder, crop_files: list[Path]) -> None:
+    expected = embedder.raw_features_files(crop_files, workers=0)
+    np.testing.assert_allclose(embedder.raw_features_files(crop_files, workers=2), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_files_matches_embed(embedder: Embedder, crop_files: list[Path]) -> None:
+    embedder.fit_projection(embedder.raw_features([load_image(p) for p in crop_files]))
+    vectors = embedder.embed_files(crop_files)
+    np.testing.assert_allclose(vectors, embedder.embed([load_image(p) for p in crop_files]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed_files([]).shape == (0, vectors.shape[1])
+
+
+def test_a_bad_file_is_named(crop_files: list[Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        list(file_batches([crop_files[0], broken], SIZE, 2, workers=0))
+
+
+def test_default_workers_and_bad_settings() -> None:
+    assert default_workers("cpu") == 0
+    assert default_workers("cuda") >= 1
+    with pytest.raises(ValueError, match="batch_size"):
+        list(file_batches([], SIZE, 0))
+    with pytest.raises(ValueError, match="workers"):
+        list(file_batches([], SIZE, 2, workers=-1))
