@@ -21,6 +21,9 @@ from .summary import RunSummary
 # queries, so training sees the other half: at 50% reviewed that is ~4 crops per deer, too few to learn
 # from at random init (measured: test rank-1 0.34 at 50%, 0.44 at 80%, 0.59 at 90%, 80 px, 2-core CPU).
 DEMO_LABELLED_FRACTION = 0.9
+# The pretrained families see 224 px crops (their ImageNet size); the demo on a CPU uses 128 px, which costs a
+# third of the forward time (the demo's own CPU profile, as training has one).
+DEMO_GPU_IMAGE_SIZE, DEMO_CPU_IMAGE_SIZE = 224, 128
 REPORTS_HINT = ("Open the UI with `deer-reid serve` (http://127.0.0.1:3000 -> Assets -> reid_evaluation shows the "
                 "table and the plot)")
 
@@ -42,18 +45,27 @@ def _resources(*, weights: str = "auto", image_size: int = 224, upload_dir: Path
 @click.option("--does", default=12, show_default=True, help="Synthetic individuals: does.")
 @click.option("--weights", default="auto", show_default=True,
               help="'auto' (ImageNet when cached, else seeded random), 'imagenet', 'random' or a checkpoint path.")
-@click.option("--image-size", default=224, show_default=True, help="Crop side fed to the models, in pixels.")
+@click.option("--image-size", type=int, default=None,
+              help="Crop side fed to the pretrained families, in pixels [default: 224 on a GPU; 128 on a CPU, the "
+              "demo's CPU profile, 3x cheaper]. `deer-reid embed` and the assets keep 224 unless told.")
 @click.option("--regenerate", is_flag=True, help="Regenerate the synthetic photos even when present.")
 @click.option("--train/--no-train", default=True, show_default=True,
               help="Train the deer-specific model too (the CPU profile on a CPU: about 2 minutes here).")
 @fail_cleanly
-def demo(images: int, bucks: int, does: int, weights: str, image_size: int, regenerate: bool, train: bool) -> None:
+def demo(images: int, bucks: int, does: int, weights: str, image_size: int | None, regenerate: bool,
+         train: bool) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
+    from deer_reid_assets.core.embed.device import resolve_device
     from deer_reid_assets.core.store import migrations
     from deer_reid_assets.definitions import graph
     from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 
     started = time.perf_counter()
+    if image_size is None:
+        cuda = resolve_device("auto").startswith("cuda")
+        image_size = DEMO_GPU_IMAGE_SIZE if cuda else DEMO_CPU_IMAGE_SIZE
+        click.echo(f"crops at {image_size} px for the pretrained families ({'GPU' if cuda else 'CPU profile; 224 on a GPU'}"
+                   "; --image-size to choose)")
     step = stepper()
     step("database")
     url = db.database_url()

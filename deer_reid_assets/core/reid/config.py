@@ -51,7 +51,7 @@ class TrainConfig:
     seed: int = 0
     backbone_weights: str = "auto"  # 'auto' | 'imagenet' | 'random' | a state-dict file | a ReIDNet checkpoint
     num_workers: int = 0
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision: CUDA, or a CPU with bf16 units (core.embed.device.cpu_has_bf16_units)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone_weights, Path):

@@ -2,13 +2,13 @@
 
 Per step: ``loss = id_weight * id_loss(head(BN-neck feature)) + triplet_weight * batch_hard(pre-BN)``;
 the learning rate is set before every step (linear warm-up over ``warmup_epochs``, then cosine decay
-to 0). Mixed precision (bf16 where supported, else fp16 with a gradient scaler) and channels_last on
-CUDA only. Before the first epoch the untrained network is validated (epoch 0 of the history); after
-every epoch the validation figures of :mod:`guard` are recorded, checkpoints written and the
-callbacks called. The best epoch is the one with the highest validation mAP (ties: rank-1, then the
-lower different-deer cosine); early stopping after
-``early_stopping_patience`` epochs without improvement. At the end :func:`guard.verdict` marks the
-run ``ok`` or ``collapsed``.
+to 0). Mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler, and
+channels_last) and on a CPU with bf16 units (AMX / AVX512-BF16: bf16 autocast of the forward pass).
+Before the first epoch the untrained network is validated (epoch 0 of the history); after every epoch
+the validation figures of :mod:`guard` are recorded, checkpoints written and the callbacks called.
+The best epoch is the one with the highest validation mAP (ties: rank-1, then the lower
+different-deer cosine); early stopping after ``early_stopping_patience`` epochs without improvement.
+At the end :func:`guard.verdict` marks the run ``ok`` or ``collapsed``.
 
 *Determinism and resuming*: the global torch RNG is re-seeded from ``(seed, epoch)`` at the start of
 every epoch and the sampler is seeded the same way, so a run resumed from ``last.pt`` continues as an
@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deer_reid_assets.core.embed.backbones import LoadedWeights
-from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.device import cpu_has_bf16_units, resolve_device
 
 from . import guard
 from .checkpoints import (
@@ -235,8 +235,10 @@ def train(
             model.to(memory_format=torch.channels_last)
         params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
         optimizer = make_optimizer(config, params)
-        use_amp = cuda and config.amp
+        use_amp = config.amp and (cuda or cpu_has_bf16_units())
         amp_dtype = autocast_dtype() if cuda else torch.bfloat16
+        if use_amp and not cuda:
+            notes.append("training steps in bf16 mixed precision on this CPU (it has bf16 units); validation in fp32")
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         steps_per_epoch = len(sampler)
         warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
@@ -283,7 +285,7 @@ def train(
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
+                with torch.autocast("cuda" if cuda else "cpu", dtype=amp_dtype, enabled=use_amp):
                     pre, neck = model.features(x)
                 ident = id_loss(head(neck.float(), y), y, config.label_smoothing) if config.id_weight else pre.sum() * 0
                 trip = (batch_hard_triplet_loss(pre.float(), y, config.margin, config.soft_margin)
