@@ -294,3 +294,22 @@ def test_train_input_errors(tmp_path):
         T.train([(TRAIN_ITEMS[0][0], "")], VAL_ITEMS, TINY, tmp_path)
     with pytest.raises(ValueError, match="ReIDNet checkpoint"):
         T.load_reid_model(tmp_path / "missing.pt")
+
+
+def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
+    config = dataclasses.replace(TINY, epochs=3, val_every=2)
+    lines: list[str] = []
+    result = T.train(TRAIN_ITEMS, VAL_ITEMS, config, tmp_path / "v", progress=lambda log: lines.append(log.describe(3)))
+    assert [log.epoch for log in result.history] == [0, 1, 2, 3]
+    assert [log.validated for log in result.history] == [True, False, True, True]
+    assert "not validated" in lines[0] and "val rank-1" in lines[1] and len(lines) == 3
+    # the same training steps as validating every epoch: validation touches neither the weights nor the RNG
+    every = T.train(TRAIN_ITEMS, VAL_ITEMS, dataclasses.replace(config, val_every=1), tmp_path / "e")
+    assert [log.loss for log in result.history[1:]] == [log.loss for log in every.history[1:]]
+    assert [result.history[i].val_mAP for i in (0, 2, 3)] == [every.history[i].val_mAP for i in (0, 2, 3)]
+    assert result.best_epoch in (0, 2, 3)
+    # last.pt holds the last validated epoch; a resumed run picks up from there
+    state = torch.load(tmp_path / "v" / T.LAST_CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 3
+    with pytest.raises(ValueError, match="val_every"):
+        dataclasses.replace(TINY, val_every=0)

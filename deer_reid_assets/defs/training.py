@@ -162,9 +162,7 @@ def finetuned_reid_model(context: dg.AssetExecutionContext, config: TrainingRunC
                      f"{len(val_items)} val crops of manifest {manifest_version}; checkpoints in {out_dir}")
 
     def report(epoch) -> None:
-        context.log.info(f"epoch {epoch.epoch}/{cfg.epochs}: loss {epoch.loss:.3f} (id {epoch.id_loss:.3f}, triplet "
-                         f"{epoch.triplet_loss:.3f}), val rank-1 {epoch.val_rank1:.3f}, mAP {epoch.val_mAP:.3f}, "
-                         f"different-deer cosine {epoch.different_cosine:.2f}, {epoch.images_per_s:.1f} img/s")
+        context.log.info(epoch.describe(cfg.epochs))
 
     with compute.exclusive(engine):
         result = trainer.train(train_items, val_items, cfg, out_dir, device=device,

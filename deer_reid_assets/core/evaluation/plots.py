@@ -143,8 +143,9 @@ def training_curve_plot(history) -> bytes:
     loss_ax.set_title("Training loss")
     loss_ax.grid(alpha=0.3)
     loss_ax.legend(loc="best", fontsize="small")
-    val_ax.plot(history["epoch"], history["val_mAP"], marker="o", markersize=3, label="val mAP")
-    val_ax.plot(history["epoch"], history["val_rank1"], marker="o", markersize=3, label="val rank-1")
+    validated = history.dropna(subset=["val_mAP"])  # with val_every > 1 some epochs are not validated
+    val_ax.plot(validated["epoch"], validated["val_mAP"], marker="o", markersize=3, label="val mAP")
+    val_ax.plot(validated["epoch"], validated["val_rank1"], marker="o", markersize=3, label="val rank-1")
     val_ax.set_xlabel("epoch")
     val_ax.set_ylim(0, 1.02)
     val_ax.set_title("Validation retrieval")
@@ -152,7 +153,7 @@ def training_curve_plot(history) -> bytes:
     val_ax.legend(loc="best", fontsize="small")
     for column in ("same_cosine", "different_cosine"):
         if column in history:
-            cos_ax.plot(history["epoch"], history[column], marker="o", markersize=3, label=column)
+            cos_ax.plot(validated["epoch"], validated[column], marker="o", markersize=3, label=column)
     cos_ax.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="collapse line")
     cos_ax.set_xlabel("epoch")
     cos_ax.set_title("Mean pair cosine (validation)")

@@ -159,9 +159,7 @@ def run_cli(directory: Path, profile: str, overrides: dict[str, Any], weights: s
     echo(f"real-data check: {config.arch} at {config.image_size} px, {config.epochs} epochs, on {dev}")
 
     def line(log: EpochLog) -> None:
-        echo(f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.3f} (id {log.id_loss:.3f}, triplet "
-             f"{log.triplet_loss:.3f}), val rank-1 {log.val_rank1:.3f}, mAP {log.val_mAP:.3f}, "
-             f"different-animal cosine {log.different_cosine:.2f}, {log.seconds:.0f} s")
+        echo(log.describe(config.epochs, noun="animal"))
 
     with tempfile.TemporaryDirectory(prefix="deer_reid_crops_check_") as tmp:
         return run(Path(directory), config, Path(tmp), max_per_animal=max_per_animal, device=dev, progress=line)

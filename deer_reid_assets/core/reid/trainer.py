@@ -61,6 +61,7 @@ from .losses import LinearHead, SubCenterArcFace, batch_hard_triplet_loss, id_lo
 from .network import CHECKPOINT_FORMAT, ReIDNet
 from .sampler import PKSampler
 
+NOT_VALIDATED = ("val_rank1", "val_mAP", "same_cosine", "different_cosine", "top_pc_share")
 MIN_IMPROVEMENT = 1e-6  # a validation mAP must beat the best by more than this to count
 VAL_BATCH_SIZE = 64
 
@@ -79,6 +80,21 @@ class EpochLog:
     lr: float  # learning rate of the epoch's last step
     seconds: float  # wall time of the epoch, validation included
     images_per_s: float  # training images / training time (validation excluded)
+
+    @property
+    def validated(self) -> bool:
+        return not math.isnan(self.val_mAP)
+
+    def describe(self, epochs: int, noun: str = "deer") -> str:
+        """One progress line: losses, then the validation figures or that this epoch was not validated."""
+        line = (f"epoch {self.epoch}/{epochs}: loss {self.loss:.3f} (id {self.id_loss:.3f}, triplet "
+                f"{self.triplet_loss:.3f}), ")
+        if self.validated:
+            line += (f"val rank-1 {self.val_rank1:.3f}, mAP {self.val_mAP:.3f}, different-{noun} cosine "
+                     f"{self.different_cosine:.2f}, ")
+        else:
+            line += "not validated (val_every), "
+        return line + f"{self.images_per_s:.1f} img/s, {self.seconds:.0f} s"
 
 
 @dataclass
@@ -301,20 +317,25 @@ def train(
                 terms.append((float(loss.detach()), float(ident.detach()), float(trip.detach())))
                 n_images += int(x.shape[0])
             train_seconds = time.perf_counter() - started
-            figures = validate(model)
+            validated = epoch % config.val_every == 0 or epoch == config.epochs
+            figures = validate(model) if validated else dict.fromkeys(NOT_VALIDATED, float("nan"))
             mean = np.mean(terms, axis=0) if terms else [float("nan")] * 3
             log = EpochLog(epoch, float(mean[0]), float(mean[1]), float(mean[2]), lr=float(lr),
                            seconds=time.perf_counter() - started,
                            images_per_s=n_images / train_seconds if train_seconds > 0 else float("nan"), **figures)
             history.append(log)
             plain = [asdict(h) for h in history]
+            if not validated:
+                for listener in listeners:
+                    listener(log)
+                epoch += 1
+                continue  # nothing to compare: no checkpoint either (a resume repeats this epoch)
             if _better(log, best_map, best_r1, best_cos):
-                best_epoch, best_map, best_r1, bad_epochs = epoch, log.val_mAP, log.val_rank1, 0
+                best_epoch, best_map, best_r1 = epoch, log.val_mAP, log.val_rank1
                 best_cos = log.different_cosine
                 atomic_save({**common, "model": cpu_state_dict(model), "epoch": epoch, "val_mAP": log.val_mAP,
                              "val_rank1": log.val_rank1, "history": plain}, best_path)
-            else:
-                bad_epochs += 1
+            bad_epochs = epoch - best_epoch  # epochs since the last improvement
             stopped_early = bad_epochs >= config.early_stopping_patience and epoch < config.epochs
             atomic_save({**common, "model": cpu_state_dict(model), "head": cpu_state_dict(head), "epoch": epoch,
                          "val_mAP": log.val_mAP, "val_rank1": log.val_rank1, "history": plain,
