@@ -68,6 +68,16 @@ def test_same_config_gives_identical_files(tmp_path: Path, dataset: DatasetSumma
         assert content == second[name], name
 
 
+def test_rendering_in_worker_processes_gives_the_same_files(tmp_path: Path, dataset: DatasetSummary,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from deer_reid_assets.demo import synthetic
+
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 2)  # the 40 photos go through the process pool
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    parallel = generate_dataset(tmp_path / "parallel", SMALL)
+    assert _all_files(parallel.root) == _all_files(dataset.root)
+
+
 def test_different_seed_gives_different_images(tmp_path: Path, dataset: DatasetSummary) -> None:
     other = generate_dataset(tmp_path / "other", SyntheticConfig(n_bucks=6, n_does=3, n_images=40, seed=8))
     first, second = _all_files(dataset.root), _all_files(other.root)

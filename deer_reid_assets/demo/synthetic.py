@@ -27,6 +27,9 @@ The same :class:`SyntheticConfig` always gives byte-identical files: all randomn
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,14 +121,9 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
 
     image_entries: list[dict] = []
     truth: dict[str, dict] = {}
-    for photo_index, photo in enumerate(photos):
+    for photo_index, (photo, placed) in enumerate(zip(photos, _render_all(config, cameras, photos, individuals, root))):
         camera = cameras[photo.camera]
-        rel_path = f"images/{camera.name}/{camera.name}_{photo.number:05d}.jpg"
-        rng = np.random.default_rng([config.seed, _STREAM_PHOTO, photo_index])
-        image, placed = _render_photo(config, camera, photo, individuals, rng)
-        file_path = root / rel_path
-        file_path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(file_path, format="JPEG", quality=JPEG_QUALITY)
+        rel_path = _photo_path(camera, photo)
 
         detections = []
         for k, deer in enumerate(sorted(placed, key=lambda d: d.bbox[0])):
@@ -211,6 +209,51 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
         detections_file=detections_file,
         ground_truth_file=ground_truth_file,
     )
+
+
+def _photo_path(camera, photo) -> str:
+    return f"images/{camera.name}/{camera.name}_{photo.number:05d}.jpg"
+
+
+_JOB: tuple | None = None  # (config, cameras, photos, individuals, root) in a rendering worker
+PARALLEL_FROM = 200  # photos: below this the worker start-up costs more than it saves
+
+
+def _render_one(photo_index: int) -> list:
+    """Render photo ``photo_index`` of the job, write its JPEG, return the deer placed in it. Each photo
+    has its own seeded stream, so the result does not depend on which process renders it."""
+    config, cameras, photos, individuals, root = _JOB
+    photo = photos[photo_index]
+    camera = cameras[photo.camera]
+    rng = np.random.default_rng([config.seed, _STREAM_PHOTO, photo_index])
+    image, placed = _render_photo(config, camera, photo, individuals, rng)
+    file_path = root / _photo_path(camera, photo)
+    file_path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(file_path, format="JPEG", quality=JPEG_QUALITY)
+    return placed
+
+
+def _start_worker(job: tuple) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _render_all(config: SyntheticConfig, cameras: list, photos: list, individuals: list, root: Path) -> list[list]:
+    """Every photo rendered and written, in order; in one process per core for a large set."""
+    global _JOB
+    job = (config, cameras, photos, individuals, root)
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(photos) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        _JOB = job
+        try:
+            return [_render_one(i) for i in range(len(photos))]
+        finally:
+            _JOB = None
+    # fork: the workers inherit the job and need no re-import of the caller's main module (which spawn
+    # would run again); the parent holds no lock they need (rendering is numpy + Pillow only)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
+        return list(pool.map(_render_one, range(len(photos)), chunksize=16))
 
 
 def load_ground_truth(path: Path) -> dict:
