@@ -49,8 +49,9 @@ class Embedder:
         if self.device.startswith("cuda"):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.projection: FeatureProjection | None = None
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        # on the model's device once: a per-batch copy of pageable memory would stall the CUDA stream
+        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(self.device)
+        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(self.device)
 
     @property
     def raw_dim(self) -> int:
@@ -61,9 +62,10 @@ class Embedder:
         return self._normalise(uint8_batch(images, self.image_size))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N,3,S,S)`` -> normalised float, on the tensor's device."""
-        mean, std = self._mean.to(x.device), self._std.to(x.device)
-        return (x.float().div_(255.0) - mean) / std
+        """uint8 ``(N,3,S,S)`` -> normalised float on the model's device."""
+        if x.device != self._mean.device:
+            x = x.to(self._mean.device)
+        return (x.float().div_(255.0) - self._mean) / self._std
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features of a uint8 batch, left on the device (float32). On CUDA the copy is
