@@ -12,6 +12,7 @@ from pydantic import Field
 from .automation import ANTLER_FEATURES, DOWNSTREAM
 from .common import OWNERS, core_errors, figure, md_table
 from .ingest import detections
+from .placement import gpu_step
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource
 
 GROUP = "antlers"
@@ -68,7 +69,7 @@ class AntlerDetectorConfig(dg.Config):
     kinds={"pytorch", "ultralytics"},
     owners=OWNERS,
     code_version="1",
-    pool="gpu",
+    **gpu_step(),
     description="YOLOv8-pose (16 antler keypoints, classes buck/doe/fawn) trained on the annotations stored in "
     "antler_keypoints (imported with `deer-reid antlers import`, never the model's own predictions), from "
     "yolov8n-pose.pt when present locally else from yolov8n-pose.yaml (random init, said in the metadata). "
@@ -118,7 +119,7 @@ class AntlerFeaturesConfig(dg.Config):
     kinds={"pytorch", "postgres"},
     owners=OWNERS,
     code_version="2",
-    pool="gpu",
+    **gpu_step(),
     automation_condition=ANTLER_FEATURES,
     description="The newest registered keypoint model (reid_antler_models; none: annotations only) predicts the 16 "
     "points of every buck detection no person annotated (stored in antler_keypoints with the model's version and "

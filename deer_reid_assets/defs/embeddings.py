@@ -19,6 +19,7 @@ from deer_reid_assets.core.embed import versions
 from .automation import DOWNSTREAM, PUBLISH
 from .common import OWNERS, core_errors, md_image, md_table, progress_logger
 from .ingest import crops
+from .placement import gpu_step
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 GROUP = "embeddings"
@@ -58,7 +59,7 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
         kinds={"pytorch", "postgres"},
         owners=OWNERS,
         code_version=code_version,
-        pool="gpu",
+        **gpu_step(),
         automation_condition=DOWNSTREAM,
         description=description,
     )

@@ -14,6 +14,7 @@ from deer_reid_assets.core.store import existing_uploads, queries
 
 from .automation import DOWNSTREAM
 from .common import OWNERS, md_table, progress_logger
+from .placement import gpu_step
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource
 
 GROUP = "ingest"
@@ -99,7 +100,7 @@ class DetectionsConfig(dg.Config):
     kinds={"pytorch", "postgres"},
     owners=OWNERS,
     code_version="1",
-    pool="gpu",
+    **gpu_step(),
     automation_condition=DOWNSTREAM,
     description="Deer detections of every photo. Photos that came with a sidecar already have theirs; photos without "
     "one are run through an ultralytics YOLO detector when `detector_weights` is configured.",

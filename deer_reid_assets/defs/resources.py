@@ -11,7 +11,7 @@ from pydantic import Field
 
 from deer_reid_assets.core.store import db
 
-GPU_POOL = "gpu"
+from .placement import GPU_POOL
 
 
 @functools.lru_cache(maxsize=8)

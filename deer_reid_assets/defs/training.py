@@ -15,6 +15,7 @@ from deer_reid_assets.core.store import reid_models as training_store
 
 from .common import OWNERS, figure, md_image, md_table
 from .ingest import crops
+from .placement import gpu_step
 from .resources import (
     ComputeResource,
     DatabaseResource,
@@ -111,7 +112,7 @@ def train_config(run: TrainingRunConfig, device: str, weights: str, seed: int):
     kinds={"pytorch"},
     owners=OWNERS,
     code_version="2",
-    pool="gpu",
+    **gpu_step(),
     description="The deer-specific re-ID model (Bag-of-Tricks recipe): a ResNet (50 on a GPU, 18 in the CPU profile; "
     "ImageNet weights when cached, else seeded random) with last stride 1 and a BN-neck, trained with an ID loss "
     "(label smoothing, bias-free classifier or sub-center ArcFace) on the BN-neck feature plus batch-hard triplet "
