@@ -216,3 +216,11 @@ def test_gpu_steps_run_on_the_gpu_queue_worker_and_the_rest_elsewhere(pg_server,
     assert vectors.keys() == expected_vectors.keys()
     for key, vector in vectors.items():
         np.testing.assert_allclose(vector, expected_vectors[key], atol=1e-5, err_msg=str(key))
+
+
+def test_the_worker_script_names_what_is_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "DEER_REID_CELERY"))}
+    done = subprocess.run([str(REPO_ROOT / "deploy" / "celery" / "worker.sh"), "gpu"], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "worker.sh: DAGSTER_HOME is not set (see deploy/celery/env.example)"

@@ -115,3 +115,13 @@ def test_the_k8s_run_config_validates_and_only_gpu_steps_request_a_gpu(monkeypat
         assert container.image == K8S_ENV["DEER_REID_IMAGE"] and pod.volumes[0].persistent_volume_claim.claim_name
         assert json.loads(op.tags.get("dagster-k8s/config", "{}")) == (
             json.loads(step_tags(GPU_POOL)["dagster-k8s/config"]) if op.pool == GPU_POOL else {})
+
+
+def test_serve_refuses_a_missing_workspace_file_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from deer_reid_assets.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--review-port", "0", "--workspace", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"deer-reid: --workspace {tmp_path / 'nope.yaml'}: no such file"

@@ -179,20 +179,25 @@ def train(profile: str, epochs: int | None, image_size: int | None, arch: str | 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
 @click.option("--review-port", default=3001, show_default=True, help="Port of the review app (0: do not start it).")
+@click.option("--workspace", "workspace_file", type=click.Path(dir_okay=False), default=None,
+              help="Workspace file of the code location (default: workspace.yaml, steps in this machine's processes; "
+              "deploy/celery/workspace.yaml: steps on Celery workers).")
 @fail_cleanly
-def serve(host: str, port: int, review_port: int) -> None:
+def serve(host: str, port: int, review_port: int, workspace_file: str | None) -> None:
     """The Dagster UI (dagster-webserver) and daemon, and the review app, against this project's PostgreSQL."""
     from deer_reid_assets.core.review.security import required_token
+    from deer_reid_assets.defs.instance import REPO_ROOT
 
+    workspace = str(Path(workspace_file).resolve() if workspace_file else REPO_ROOT / "workspace.yaml")
+    if not Path(workspace).is_file():
+        raise CliError(f"deer-reid: --workspace {workspace_file}: no such file")
     if review_port:
         required_token(host, os.environ.get("DEER_REID_REVIEW_TOKEN"))  # refuse before starting anything
     from deer_reid_assets.core.store import migrations
-    from deer_reid_assets.defs.instance import REPO_ROOT
 
     url = db.database_url()
     migrations.migrate(db.make_engine(url))
     instance(url).dispose()
-    workspace = str(REPO_ROOT / "workspace.yaml")
     bin_dir = Path(sys.executable).parent
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], cwd=REPO_ROOT),
