@@ -169,7 +169,7 @@ def test_gpu_steps_run_on_the_gpu_queue_worker_and_the_rest_elsewhere(pg_server,
     dagster_home = tmp_path / "dagster_home"  # the project's instance file, on a Dagster database of this test's
     dagster_home.mkdir()
     shutil.copyfile(INSTANCE_TEMPLATE, dagster_home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(dagster_home), DAGSTER_PG_URL=db.dagster_storage_url(urls["dagster"]),
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home), DAGSTER_PG_URL=urls["dagster"],
                DATABASE_URL=urls["celery"], DEER_REID_HOME=str(home), DEER_REID_CELERY_BROKER=f"{redis_url}/0",
                DEER_REID_CELERY_BACKEND=f"{redis_url}/1", OMP_NUM_THREADS="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
