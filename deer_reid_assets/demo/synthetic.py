@@ -18,7 +18,9 @@ Output of :func:`generate_dataset` under ``out_dir``:
   per buck detection also its antler season, points per side in that season and its 16 antler
   keypoints ``[x, y, visibility]`` in pixels (``antler_truth``);
 * ``antler_annotations/label_studio_export.json`` -- a person's antler annotations of the labelled
-  bucks, as Label Studio exports them (``annotations``).
+  bucks, as Label Studio exports them (``annotations``);
+* ``marks/recorded_marks.json`` -- the marks the hunter recorded for the deer he labelled (``marks``);
+  every individual's true marks and body length are in ``ground_truth.json``.
 
 The same :class:`SyntheticConfig` always gives byte-identical files: all randomness comes from
 ``numpy.random.Generator`` streams derived from ``config.seed``.
@@ -41,6 +43,7 @@ from .annotations import write_antler_annotations
 from .antler_truth import as_rows, season_view
 from .common import _STREAM_PHOTO, DETECTIONS_FORMAT, GROUND_TRUTH_FORMAT, JPEG_QUALITY
 from .individuals import _make_individuals
+from .marks import side_seen, true_marks, write_hunter_marks
 from .plan import _plan_photos, _plan_review
 from .render import _render_photo
 from .scene import _make_camera
@@ -121,6 +124,7 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
 
     image_entries: list[dict] = []
     truth: dict[str, dict] = {}
+    sides_labelled: dict[int, set[str]] = {}
     for photo_index, (photo, placed) in enumerate(zip(photos, _render_all(config, cameras, photos, individuals, root))):
         camera = cameras[photo.camera]
         rel_path = _photo_path(camera, photo)
@@ -138,6 +142,7 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
             }
             if (photo_index, deer.individual) in labelled:
                 detection["label"] = ind.name
+                sides_labelled.setdefault(deer.individual, set()).add(side_seen(deer.pose))
             detections.append(detection)
             truth[key] = {
                 "deer": ind.name,
@@ -186,6 +191,8 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
                 "antler_points_left": ind.antler_left,
                 "antler_points_right": ind.antler_right,
                 "profiled": ind.profiled,
+                "marks": true_marks(ind),
+                "body_length": round(ind.length, 4),
                 **({"antler_points_previous_season": {"left": ind.antler_previous[0],
                                                       "right": ind.antler_previous[1]}}
                    if ind.antler_previous is not None else {}),
@@ -199,6 +206,7 @@ def generate_dataset(out_dir: Path, config: SyntheticConfig = SyntheticConfig())
     _write_json(detections_file, detections_doc)
     _write_json(ground_truth_file, truth_doc)
     write_antler_annotations(root, image_entries, truth, config.image_width, config.image_height)
+    write_hunter_marks(root, individuals, sides_labelled)
     n_labelled = sum("label" in d for entry in image_entries for d in entry["detections"])
     return DatasetSummary(
         root=root,

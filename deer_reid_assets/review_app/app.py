@@ -20,6 +20,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from deer_reid_assets.core.antlers.layout import KEYPOINT_NAMES
+from deer_reid_assets.core.marks import features as marks_features
+from deer_reid_assets.core.marks import records as marks_records
+from deer_reid_assets.core.marks import vocabulary as marks_vocabulary
 from deer_reid_assets.core.review import (
     actions,
     antler_annotation,
@@ -143,6 +146,8 @@ async def undo(request: Request, form) -> Response:
         last = actions.undo_last(cfg.engine, _reviewer(request))
     except actions.ReviewError as exc:
         return _back(back, str(exc))
+    if last and last.get("action") == "marks":
+        return _back(back, "undid the marks recorded (the deer's earlier marks are back)")
     if last and last.get("operation_id"):
         return _back(back, f"undid {last['queue_reason']} ({last['detections']} detections back)")
     return _back(back, f"undid {last['action']}" if last else "nothing to undo")
@@ -229,9 +234,26 @@ async def deer_page(request: Request) -> Response:
         deer = store.deer_page(conn, deer_id) if deer_id else None
         others = [d for d in store.all_deer(conn) if d["deer_id"] != deer_id]
         antlers = antler_history.deer_history(conn, deer_id) if deer else []
+        marks = marks_features.page(conn, deer_id) if deer else None
     if deer is None:
         return PlainTextResponse("no such deer", 404)
-    return _render(request, "deer.html", {"deer": deer, "others": others, "antlers": antlers})
+    return _render(request, "deer.html", {"deer": deer, "others": others, "antlers": antlers, "marks": marks})
+
+
+@_checked_form
+async def marks_save(request: Request, form) -> Response:
+    cfg: ReviewConfig = request.app.state.cfg
+    here = security.valid_id(request.path_params["deer_id"])
+    if here is None:
+        return _back("/queue", "not a deer id")
+    values = {f: str(form.get(f, "")) for f in marks_vocabulary.FIELDS}
+    try:
+        saved = marks_records.record(cfg.engine, here, values, reviewer=_reviewer(request))
+    except marks_vocabulary.MarkError as exc:
+        return _back(f"/deer/{here}", str(exc))
+    if saved.record_id is None:
+        return _back(f"/deer/{here}", "marks unchanged: nothing recorded")
+    return _back(f"/deer/{here}", f"marks saved: {marks_vocabulary.describe(saved.marks)} (u undoes it)")
 
 
 async def antler_list(request: Request) -> Response:
@@ -288,6 +310,7 @@ def create_app(cfg: ReviewConfig) -> Starlette:
         Route("/deer/{deer_id}", deer_page),
         Route("/deer/{deer_id}/merge", merge, methods=["POST"]),
         Route("/deer/{deer_id}/split", split, methods=["POST"]),
+        Route("/deer/{deer_id}/marks", marks_save, methods=["POST"]),
         Route("/healthz", lambda r: PlainTextResponse("ok")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], middleware=[Middleware(_Guard)])

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from deer_reid_assets.core.marks import records
+from deer_reid_assets.core.store import marks as marks_store
 from deer_reid_assets.core.store import review as store
 
 ACTIONS = ("confirm", "reassign", "new_deer", "not_deer", "skip")
@@ -64,11 +66,18 @@ def apply_action(engine: sa.Engine, detection_id: str, action: str, *, reviewer:
 
 def undo_last(engine: sa.Engine, reviewer: str) -> dict | None:
     """Undo the reviewer's newest correction not yet undone (one transaction): the detection gets its
-    fields back and a deer the action created is removed (a merge or split: all its detections).
+    fields back and a deer the action created is removed (a merge or split: all its detections; a
+    deer's marks recorded on its page: the marks it had before).
     Returns that correction, None when there is none. Refused when the detection changed since
     (another person or a later run)."""
     with engine.begin() as conn:
         last = store.last_correction(conn, reviewer)
+        marks = marks_store.last_by_reviewer(conn, reviewer)
+        if marks is not None and (last is None or marks["created_at"] > last["created_at"]):
+            try:  # the newest thing the reviewer did was recording a deer's marks (the deer page)
+                return {**records.undo_record(conn, marks), "action": "marks"}
+            except records.MarkError as exc:
+                raise ReviewError(str(exc)) from None
         if last is None:
             return None
         if last.get("operation_id"):  # a merge or split: all its detections go back together

@@ -54,13 +54,15 @@ def detection_times(conn: sa.Connection, detection_ids: list[str]) -> dict[str, 
 
 
 def write_deer_antlers(conn: sa.Connection, rows: list[dict]) -> int:
-    """Set ``deer.antler_points``, ``antler_description`` and ``physical_features`` (rows with
-    ``deer_id``, ``antler_points``, ``antler_description``, ``physical_features`` as a dict)."""
+    """Set ``deer.antler_points``, ``antler_description`` and the ``antlers`` key of
+    ``physical_features`` (rows with ``deer_id``, ``antler_points``, ``antler_description``,
+    ``physical_features`` as a dict holding ``antlers``); its other keys (marks, body size) are kept."""
     if not rows:
         return 0
     conn.execute(sa.text(
         """UPDATE deer SET antler_points = :antler_points, antler_description = :antler_description,
-                           physical_features = CAST(:physical_features AS jsonb)
+                           physical_features = (COALESCE(physical_features, '{}'::jsonb) - 'antlers')
+                                               || CAST(:physical_features AS jsonb)
            WHERE id = CAST(:deer_id AS uuid)"""),
         [{**r, "physical_features": json.dumps(r["physical_features"])} for r in rows])
     return len(rows)

@@ -122,7 +122,7 @@ def last_correction(conn: sa.Connection, reviewer: str) -> dict[str, Any] | None
     """The reviewer's newest correction not yet undone, row-locked; None when there is none."""
     row = conn.execute(sa.text(
         """SELECT id, detection_id::text AS detection_id, action, queue_reason, before, after,
-                  operation_id::text AS operation_id
+                  operation_id::text AS operation_id, created_at
            FROM reid_review_corrections
            WHERE reviewer = :r AND undone_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE"""),
         {"r": reviewer}).mappings().first()
