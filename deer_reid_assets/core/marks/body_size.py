@@ -90,10 +90,11 @@ def relative_heights(boxes: list[Box], min_peers: int = SizeSettings.min_peers) 
     return out
 
 
-def measure(boxes: list[Box], deer_sex: dict[str, str], settings: SizeSettings = SizeSettings()) -> dict[str, dict]:
+def measure(boxes: list[Box], deer_sex: dict[str, str], settings: SizeSettings | None = None) -> dict[str, dict]:
     """deer id -> its measured body size (``physical_features["body_size"]["measured"]``): class (None
     when it cannot be told), relative height, its ratio to its sex's median, detections and cameras
     used, and the method; deer with neither a measurement nor an age class are left out."""
+    settings = settings or SizeSettings()
     rel = relative_heights(boxes, settings.min_peers)
     per_deer: dict[str, list[Box]] = {}
     for b in boxes:

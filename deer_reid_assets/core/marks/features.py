@@ -69,9 +69,10 @@ def refresh(conn: sa.Connection, deer_ids: list[str]) -> dict[str, dict]:
     return write(conn, deer_ids, measured)
 
 
-def rebuild(engine: sa.Engine, settings: body_size.SizeSettings = body_size.SizeSettings()) -> dict:
+def rebuild(engine: sa.Engine, settings: body_size.SizeSettings | None = None) -> dict:
     """Measure every deer's body size and rewrite every deer's ``marks`` and ``body_size``; a summary
     (counts, the patches, and the per-detection relative heights)."""
+    settings = settings or body_size.SizeSettings()
     with engine.begin() as conn:
         boxes = [body_size.Box(**r) for r in store.size_boxes(conn)]
         sexes = store.deer_sexes(conn)
