@@ -14,6 +14,7 @@ from deer_reid_assets.defs import (
     embeddings,
     evaluation,
     ingest,
+    marks,
     matching,
     review,
     sensors,
@@ -43,6 +44,7 @@ ALL_ASSETS = [
     antlers.antler_detector,
     antlers.antler_features,
     matching.deer_assignments,
+    marks.physical_features,
     evaluation.reid_evaluation,
     evaluation.embedding_report,
 ]

@@ -12,7 +12,7 @@ from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
 from deer_reid_assets_tests.helpers import run_pipeline
 
 AFTER_PUBLISH = {"published_embeddings", "ensemble_weights", "deer_profiles", "deer_assignments",
-                 "reid_evaluation", "embedding_report"}
+                 "physical_features", "reid_evaluation", "embedding_report"}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ def test_definitions_load_and_every_asset_is_described():
                     "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
                     "deer_assignments", "reid_evaluation", "embedding_report", "triplet_dataset",
                     "finetuned_reid_model", "finetuned_embeddings", "review_labels", "antler_annotations",
-                    "antler_detector", "antler_features"}
+                    "antler_detector", "antler_features", "physical_features"}
     for asset in ALL_ASSETS + REVIEW_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()

@@ -170,3 +170,19 @@ def test_the_demo_hunter_records_only_the_sides_he_saw(tmp_path):
     assert buck["flank_left"] == individuals[0].marks[0].kind
     assert vocabulary.parse({k: v for k, v in doe.items() if k != "name"})  # the vocabulary's values
     assert [throat_class(s) for s in (0.5, 0.9, 1.3)] == ["small", "medium", "large"]
+
+
+def test_the_demo_prints_the_physical_features_line(capsys):
+    from types import SimpleNamespace
+
+    from deer_reid_assets.cli.summary import RunSummary
+
+    values = {"marks_imported": "3 deer recorded, 0 unchanged, 0 not used (marks)", "deer_with_marks": 3,
+              "body_size_measured": 2, "body_size_from_age_class": 1, "body_size_recorded": 0,
+              "body_size_classes": {"small": 1, "medium": 1, "large": 1}}
+    summary = RunSummary.from_metadata({"physical_features": {k: SimpleNamespace(value=v) for k, v in values.items()}})
+    summary.echo_metrics()
+    assert ("physical features: marks recorded for 3 deer (imported: 3 deer recorded, 0 unchanged, 0 not used (marks)); "
+            "body size measured for 2 deer, from the age class for 1, recorded for 0 (1 small, 1 medium, 1 large)"
+            ) in capsys.readouterr().out
+    assert RunSummary.from_metadata({}).marks is None

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from deer_reid_assets.core.embed import versions as embeddings
+from deer_reid_assets.core.marks import vocabulary as marks_vocabulary
 from deer_reid_assets.definitions import ALL_ASSETS, ANTLER_TRAINING, TRAINING_ASSETS
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 from deer_reid_assets.demo.synthetic import SyntheticConfig, generate_dataset
@@ -100,6 +101,19 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
         assert fmr == (f"{100 * wrong / assigned:.3g}%" if assigned else "no ground truth")
         stored = q("SELECT count(*) FROM reid_eval_splits")
         assert stored == q("SELECT count(*) FROM reid_ground_truth")
+        # physical_features: the hunter's recorded marks (the sides he saw) beside the antlers, and a body size
+        hunter = json.loads((summary.root / "marks" / "recorded_marks.json").read_text())["deer"]
+        true = {i["name"]: i["marks"] for i in json.loads(summary.ground_truth_file.read_text())["individuals"]}
+        assert meta["physical_features"]["deer_with_marks"] == len(hunter) > 0
+        assert meta["physical_features"]["marks_imported"].startswith(f"{len(hunter)} deer recorded, 0 unchanged, 0 not")
+        features = dict(conn.execute(sa.text("SELECT name, physical_features FROM deer WHERE physical_features ? 'marks'")).all())
+        for entry in hunter:
+            recorded = {k: v for k, v in entry.items() if k != "name"}
+            assert recorded.items() <= true[entry["name"]].items()
+            assert marks_vocabulary.from_json(features[entry["name"]]["marks"]) == recorded
+        assert all("antlers" in pf for name, pf in features.items() if q(
+            f"SELECT antler_points IS NOT NULL FROM deer WHERE name = '{name}'"))
+        assert all(pf["body_size"]["source"] == "measured" for pf in features.values())
 
     report = json.loads((tmp_path / "store" / "reports" / "reid_evaluation.json").read_text())
     test = report["test"]["summary"]

@@ -31,6 +31,7 @@ class RunSummary:
     publish_table: str | None  # published_embeddings' decision per family (markdown)
     model: dict[str, Any] | None  # finetuned_reid_model: version, guard status and line, best val figures, device
     antlers: dict[str, Any] | None = None  # annotations imported, keypoint model, its predictions, the constraint
+    marks: dict[str, Any] | None = None  # physical_features: recorded marks, body size classes
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, dict[str, Any]]) -> RunSummary:
@@ -51,7 +52,11 @@ class RunSummary:
             "live_vetoes": v("deer_assignments", "changed_by_antler_constraint"),
             "report_constraint": v("embedding_report", "antler_constraint"),
         }
+        marks = {k: v("physical_features", k) for k in ("marks_imported", "deer_with_marks", "body_size_measured",
+                                                          "body_size_from_age_class", "body_size_recorded",
+                                                          "body_size_classes")}
         return cls(
+            marks=marks if marks["deer_with_marks"] is not None else None,
             antlers=antlers if any(x is not None for x in antlers.values()) else None,
             weights=v("baseline_embeddings", "weights"),
             method=v("deer_assignments", "method"),
@@ -105,6 +110,12 @@ class RunSummary:
                            "detections" + (f"; keypoint error {err:.3f} of the box diagonal" if err is not None else ""))
         elif self.antler_point_counts is not None:
             click.echo(f"      antler point counts: {self.antler_point_counts}")
+        if self.marks is not None:
+            m = self.marks
+            classes = ", ".join(f"{n} {c}" for c, n in (m["body_size_classes"] or {}).items())
+            click.echo(f"      physical features: marks recorded for {m['deer_with_marks']} deer (imported: "
+                       f"{m['marks_imported']}); body size measured for {m['body_size_measured']} deer, from the age "
+                       f"class for {m['body_size_from_age_class']}, recorded for {m['body_size_recorded']} ({classes})")
         if self.evaluation_table is not None:
             click.echo("\nBaseline, held-out protocol (reid_evaluation):")
             click.echo(self.evaluation_table)

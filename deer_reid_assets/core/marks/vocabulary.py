@@ -70,6 +70,14 @@ def as_json(marks: Mapping[str, str]) -> dict:
     return out
 
 
+def from_json(marks: Mapping) -> dict[str, str]:
+    """``physical_features["marks"]`` back to the fields (the inverse of :func:`as_json`)."""
+    out = {"throat_patch": marks["throat_patch"]} if "throat_patch" in marks else {}
+    for key, prefix in (("flank_mark", "flank_"), ("ear_notch", "ear_notch_")):
+        out.update({prefix + side: value for side, value in (marks.get(key) or {}).items()})
+    return out
+
+
 def describe(marks: Mapping[str, str]) -> str:
     """One line for a person, e.g. ``throat patch large, left flank scar, right ear notched``."""
     parts = []
