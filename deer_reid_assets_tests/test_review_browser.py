@@ -183,6 +183,32 @@ def test_merge_two_deer_from_the_deer_page_then_undo(server, browser):
     assert _until(lambda: detections_of(ids["B"]) == b_before) and detections_of(ids["C"]) == c_before
 
 
+def test_record_marks_on_the_deer_page_then_undo(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, engine, ids = server
+
+    def marks():
+        with engine.connect() as conn:
+            pf = conn.execute(sa.text("SELECT physical_features FROM deer WHERE id::text = :d"), {"d": ids["A"]}).scalar()
+        return (pf or {}).get("marks")
+
+    browser.get(f"{base}/deer/{ids['A']}")
+    Select(browser.find_element(By.ID, "mark-throat_patch")).select_by_visible_text("large")
+    Select(browser.find_element(By.ID, "mark-flank_right")).select_by_visible_text("scar")
+    Select(browser.find_element(By.ID, "mark-ear_notch_left")).select_by_visible_text("notched")
+    browser.find_element(By.ID, "save-marks").click()
+    _wait_text(browser, "message", "marks saved: throat patch large, right flank scar, left ear notched")
+    _wait_text(browser, "marks-line", "throat patch large, right flank scar, left ear notched")
+    assert _until(lambda: marks() and marks()["flank_mark"] == {"right": "scar"})
+    assert Select(browser.find_element(By.ID, "mark-flank_right")).first_selected_option.text == "scar"
+    browser.find_element(By.TAG_NAME, "body").send_keys("u")
+    _wait_text(browser, "message", "undid the marks recorded")
+    _wait_text(browser, "marks-line", "nothing recorded")
+    assert marks() is None
+
+
 def test_annotate_antler_keypoints_with_mouse_and_keys(server, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
