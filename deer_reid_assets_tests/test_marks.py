@@ -155,6 +155,14 @@ def test_a_file_of_records_imports_once_and_a_bad_entry_costs_only_itself(engine
     assert _physical(engine, ids["A"])["marks"]["source"] == "file marks.json"
     again = records.import_file(engine, path)
     assert (again.recorded, again.unchanged) == (0, 2)
+    from click.testing import CliRunner
+
+    from deer_reid_assets.cli import main
+
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    result = CliRunner().invoke(main, ["marks", "import", str(path)], env=env)
+    assert result.exit_code == 0 and "0 deer recorded, 2 unchanged, 2 not used" in result.output
+    assert "not used: " + f"{path}: deer 'Nobody': no deer of that name" in result.output
     (tmp_path / "bad.json").write_text("{not json")
     assert records.import_file(engine, tmp_path / "bad.json").errors[0].startswith(f"{tmp_path / 'bad.json'}: not readable")
 

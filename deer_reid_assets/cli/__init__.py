@@ -9,6 +9,7 @@ from deer_reid_assets.cli import (  # noqa: F401 - register the commands
     data,
     database,
     embeddings,
+    marks,
     pipeline,
     review,
 )
