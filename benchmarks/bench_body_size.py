@@ -48,10 +48,12 @@ def main() -> None:
              for image in sidecar["images"] for d in image["detections"]]
     settings = SizeSettings()
     measured = measure(boxes, sexes, settings)
-    print(f"{len(boxes)} boxes, {len(measured)} labelled deer measured; {settings.method()}")
-    print("| sex | deer | rank correlation (measured relative height vs true length) | class agreement | "
+    hunter = json.loads((data / "marks" / "recorded_marks.json").read_text())["deer"]
+    print(f"{len(boxes)} boxes, {len(measured)} labelled deer measured; the hunter recorded the marks of "
+          f"{len(hunter)} deer; {settings.method()}")
+    print("| sex | deer | measured small/medium/large | rank correlation (measured vs true length) | class agreement | "
           "small <-> large swaps |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for sex in ("buck", "doe"):
         names = sorted(n for n, m in measured.items() if sexes[n] == sex and m.get("relative_height") is not None)
         if len(names) < 3:
@@ -64,7 +66,8 @@ def main() -> None:
                       "large" if length[n] / median > 1 + settings.margin else "medium" for n in names}
         agree = np.mean([measured[n]["class"] == true_class[n] for n in names])
         swaps = sum({measured[n]["class"], true_class[n]} == {"small", "large"} for n in names)
-        print(f"| {sex} | {len(names)} | {rho:.2f} | {agree:.2f} | {swaps} |")
+        counts = "/".join(str(sum(measured[n]["class"] == c for n in names)) for c in ("small", "medium", "large"))
+        print(f"| {sex} | {len(names)} | {counts} | {rho:.2f} | {agree:.2f} | {swaps} |")
         emit(f"body_size_rank_correlation_{sex}", rho, "spearman", "cpu")
         emit(f"body_size_class_agreement_{sex}", agree, "fraction", "cpu")
 
