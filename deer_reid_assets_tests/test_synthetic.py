@@ -63,7 +63,7 @@ def test_same_config_gives_identical_files(tmp_path: Path, dataset: DatasetSumma
     again = generate_dataset(tmp_path / "again", SMALL)
     first, second = _all_files(dataset.root), _all_files(again.root)
     assert first.keys() == second.keys()
-    assert len(first) == SMALL.n_images + 3  # + detections.json, ground_truth.json, the antler annotations
+    assert len(first) == SMALL.n_images + 4  # + detections.json, ground_truth.json, the antler annotations, marks
     for name, content in first.items():
         assert content == second[name], name
 
