@@ -194,3 +194,30 @@ def test_the_demo_prints_the_physical_features_line(capsys):
             "body size measured for 2 deer, from the age class for 1, recorded for 0 (1 small, 1 medium, 1 large)"
             ) in capsys.readouterr().out
     assert RunSummary.from_metadata({}).marks is None
+
+
+def test_the_asset_imports_the_upload_folders_marks_and_writes_physical_features(engine, tmp_path):
+    import dagster as dg
+
+    from deer_reid_assets.defs.marks import physical_features
+    from deer_reid_assets.defs.resources import DatabaseResource, ImageStoreResource
+
+    ids = seed(engine, tmp_path / "store")
+    uploads = tmp_path / "uploads"
+    (uploads / "marks").mkdir(parents=True)
+    (uploads / "marks" / "frank.json").write_text(json.dumps({"format": "deer-reid-marks/1", "reviewer": "Frank",
+                                                              "deer": [{"name": "B", "ear_notch_left": "notched"},
+                                                                       {"name": "C", "flank_left": "stripe"}]}))
+    resources = {"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)),
+                 "image_store": ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads))}
+    result = dg.materialize([physical_features], resources=resources,
+                            run_config={"ops": {"physical_features": {"config": {"min_deer": 2}}}})
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("physical_features")[0].metadata.items()}
+    assert meta["marks_imported"].startswith("1 deer recorded, 0 unchanged, 1 not used")
+    assert "deer 'C': flank_left: 'stripe'" in meta["marks_not_used_first"]
+    # 10 boxes of one size at one spot: every relative height is 1.0, both bucks medium against each other
+    assert meta["detections_with_relative_height"] == 10 and meta["body_size_measured"] == 2
+    assert meta["body_size_classes"] == {"small": 0, "medium": 2, "large": 0}
+    pf = _physical(engine, ids["B"])
+    assert pf["marks"]["ear_notch"] == {"left": "notched"} and pf["body_size"]["measured"]["relative_height"] == 1.0
+    assert "min_deer" not in meta["body_size_method"] and ">= 2" in meta["body_size_method"]

@@ -54,12 +54,16 @@ def physical_features(context: dg.AssetExecutionContext, config: PhysicalFeature
     with core_errors():
         settings = body_size.SizeSettings(config.min_peers, config.min_deer, config.margin)
         summary = features.rebuild(engine, settings)
-    names = _names(engine, list(summary["patches"])[:40])
+    names = _names(engine, sorted({b.deer_id for b in summary["boxes"] if b.deer_id}))
     rows = [{"deer": names.get(d) or d[:8],
              "marks": vocabulary.describe(vocabulary.from_json(p.get("marks") or {})),
              "body_size": (p.get("body_size") or {}).get("class"), "source": (p.get("body_size") or {}).get("source"),
              "relative_height": ((p.get("body_size") or {}).get("measured") or {}).get("relative_height")}
             for d, p in list(summary["patches"].items())[:40]]
+    rel = summary["relative_heights"]
+    per_detection = [{"detection": b.detection_id[:8], "deer": names.get(b.deer_id) or (b.deer_id or "")[:8],
+                      "box_height_px": round(b.height, 1), "relative_height": round(rel[b.detection_id], 3)}
+                     for b in summary["boxes"] if b.detection_id in rel][:40]
     return dg.MaterializeResult(metadata={
         "marks_imported": imported,
         "marks_not_used_first": "\n".join(errors[:20]) or "none",
@@ -72,6 +76,7 @@ def physical_features(context: dg.AssetExecutionContext, config: PhysicalFeature
         "detections_with_relative_height": len(summary["relative_heights"]),
         "body_size_method": settings.method(),
         "physical_features": md_table(pd.DataFrame(rows)) if rows else "none",
+        "relative_heights_first": md_table(pd.DataFrame(per_detection)) if per_detection else "none",
     })
 
 
