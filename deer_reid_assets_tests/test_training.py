@@ -313,3 +313,18 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
     assert state["epoch"] == 3
     with pytest.raises(ValueError, match="val_every"):
         dataclasses.replace(TINY, val_every=0)
+
+
+def test_batch_augment_draws_per_image_and_is_seeded():
+    x = torch.stack([T.train_augmentations(SIZE)(im) for im, _ in TRAIN_ITEMS[:16]])
+    assert x.shape == (16, 3, SIZE, SIZE) and 0 <= float(x.min()) and float(x.max()) <= 1
+    torch.manual_seed(0)
+    a = T.BatchAugment(erasing=1.0)(x.clone())
+    torch.manual_seed(0)
+    b = T.BatchAugment(erasing=1.0)(x.clone())
+    assert torch.equal(a, b) and a.shape == x.shape and torch.isfinite(a).all()
+    # every image erased (p = 1): a rectangle of exact zeros in each
+    assert all(bool((img == 0).all(dim=0).any()) for img in a)
+    # per-image draws: the same image repeated gets different results
+    same = T.BatchAugment(erasing=0.0)(x[:1].repeat(8, 1, 1, 1))
+    assert len({round(float(img.sum()), 3) for img in same}) == 8

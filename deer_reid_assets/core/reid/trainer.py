@@ -48,6 +48,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .data import (
+    BatchAugment,
     Images,
     ImageSource,
     autocast_dtype,
@@ -215,7 +216,8 @@ def train(
     codes = {identity: i for i, identity in enumerate(sampler.identities)}
     cache = config.image_size if config.num_workers == 0 else None
     train_set = Images(train_sources, [codes.get(i, -1) for i in train_ids],
-                       train_augmentations(config.image_size, flip=config.flip, erasing=config.random_erasing), cache)
+                       train_augmentations(config.image_size, flip=config.flip), cache)
+    augment = BatchAugment(erasing=config.random_erasing)
     val_set = Images(val_sources + gallery_sources, [0] * (len(val_sources) + len(gallery_sources)),
                      eval_transform(config.image_size), cache)
     val_labels = val_ids + gallery_ids
@@ -298,7 +300,7 @@ def train(
                 lr = lr_at((epoch - 1) * steps_per_epoch + step, config.lr, warmup_steps, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                x, y = augment(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda" if cuda else "cpu", dtype=amp_dtype, enabled=use_amp):
