@@ -214,8 +214,10 @@ def test_gpu_steps_run_on_the_gpu_queue_worker_and_the_rest_elsewhere(pg_server,
     (counts, vectors), (expected_counts, expected_vectors) = _table(urls["celery"]), _table(urls["in_process"])
     assert counts == expected_counts and counts["profiles"]
     assert vectors.keys() == expected_vectors.keys()
+    # the two databases list the crops in other orders, so other batches: float sums differ in the 5th
+    # decimal (1.1e-5 seen), a wrong vector of unit length in the 1st
     for key, vector in vectors.items():
-        np.testing.assert_allclose(vector, expected_vectors[key], atol=1e-5, err_msg=str(key))
+        np.testing.assert_allclose(vector, expected_vectors[key], atol=1e-4, err_msg=str(key))
 
 
 def test_the_worker_script_names_what_is_missing(tmp_path):
