@@ -221,7 +221,7 @@ def test_assign_threshold_sex_rule_and_tie(engine, world):
         counts = dict(conn.execute(sa.select(t.deer.c.id, t.deer.c.sighting_count)).all())
     assert (run.run_id, run.threshold, run.n_considered, run.n_assigned) == (report.run_id, 0.5, 8, 6)
     assert run.versions == {"embeddings": {VERSION: 1.0}} and run.method == "single-model"
-    assert run.config == {"top_k": 5, "rescored_against_all_profiles": 0,
+    assert run.config == {"top_k": 5, "search": "exact", "rescored_against_all_profiles": 0,
                           "antler_constraint": {"tolerance": 0, "changed": []}}
 
     assert set(log) == {w[k] for k in CONSIDERED}

@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
@@ -28,8 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core import coexistence, families
-from deer_reid_assets.core.classes import sex_of, sql_sex_of
-from deer_reid_assets.core.embed.versions import load_embeddings, published_versions
+from deer_reid_assets.core.classes import sex_of
+from deer_reid_assets.core.embed.versions import published_versions
+from deer_reid_assets.core.match_retrieval import CHUNK_SIZE, SEARCHES, considered_chunks, retrieve
 from deer_reid_assets.core.store import schema as t
 
 LEGACY_PROFILE_VERSION = "legacy"
@@ -70,33 +70,39 @@ def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+_LABELLED = """
+    FROM detections d JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
+    WHERE d.deer_id IS NOT NULL AND d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
+"""
+_INSERT_PROFILES = sa.text(f"""
+    INSERT INTO reid_deer_profiles (version, deer_id, model_family, vector, n_detections)
+    SELECT :version, d.deer_id, :family, l2_normalize(avg(e.embedding)), count(*)
+    {_LABELLED}
+    GROUP BY d.deer_id
+    HAVING vector_norm(avg(e.embedding)) > 0
+""")
+"""Each deer's profile: the L2-normalised mean of its labelled detections' embeddings, computed by
+pgvector in the database (``avg`` accumulates in double precision): nothing is loaded into Python,
+so a rebuild's memory does not grow with the number of detections. A zero mean gets no profile."""
+
+
 def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
     """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table)."""
     with engine.begin() as conn:
         _one_profile_writer(conn)
-        labelled = labelled_detection_ids(conn)
-        ids, vectors = load_embeddings(conn, version)
-        index = {d: i for i, d in enumerate(ids)}
-        members: dict[str, list[int]] = defaultdict(list)
-        for det, deer_id in labelled:
-            if det in index:
-                members[deer_id].append(index[det])
-        all_labelled_deer = {deer_id for _, deer_id in labelled}
-        rows = []
-        for deer_id, idx in sorted(members.items()):
-            mean = vectors[idx].mean(axis=0)
-            norm = float(np.linalg.norm(mean))
-            if norm == 0.0 or not np.isfinite(norm):
-                continue
-            rows.append({"version": version, "deer_id": deer_id, "model_family": family, "vector": mean / norm,
-                         "n_detections": len(idx)})
+        d = t.detections
+        labelled = sa.and_(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False),
+                           d.c.is_duplicate.isnot(True))
+        n_labelled, n_labelled_deer = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(d.c.deer_id.distinct())).where(labelled)).one()
+        embedded_deer = conn.execute(sa.text(f"SELECT count(DISTINCT d.deer_id) {_LABELLED}"),
+                                     {"version": version}).scalar_one()
         p = t.reid_deer_profiles
         conn.execute(sa.delete(p).where(p.c.version == version))
-        if rows:
-            conn.execute(sa.insert(p), rows)
+        profiles = conn.execute(_INSERT_PROFILES, {"version": version, "family": family}).rowcount
         saved = _mirror(conn, {family: version}) if mirror_to_deer_table else 0
-    return ProfileReport(version=version, profiles=len(rows), labelled_detections=len(labelled),
-                         deer_without_embeddings=len(all_labelled_deer - set(members)), legacy_vectors_saved=saved)
+    return ProfileReport(version=version, profiles=profiles, labelled_detections=n_labelled,
+                         deer_without_embeddings=n_labelled_deer - embedded_deer, legacy_vectors_saved=saved)
 
 
 def legacy_version(family: str) -> str:
@@ -133,18 +139,14 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
     columns = {families.get(f).deer_column: v for f, v in versions.items()}
     saved = sum(_save_legacy_vectors(conn, family) for family in versions)
     conn.execute(pg_insert(t.reid_profile_sets).values(id=set_id, versions=columns).on_conflict_do_nothing())
-    p = t.reid_deer_profiles
     if not coexistence.live_mode(conn).ours:  # its worker reads these columns: not before cut-over
         return saved
-    for family, version in versions.items():
+    for family, version in versions.items():  # one statement per column: no vector passes through Python
         column = families.get(family).deer_column
-        rows = conn.execute(sa.select(p.c.deer_id, p.c.vector).where(p.c.version == version)).all()
-        if rows:
-            conn.execute(
-                sa.update(t.deer).where(t.deer.c.id == sa.bindparam("pid"))
-                .values({column: sa.bindparam("vec"), "embedding_version": set_id, "updated_at": sa.func.now()}),
-                [{"pid": r[0], "vec": r[1]} for r in rows],
-            )
+        conn.execute(sa.text(
+            f"UPDATE deer SET {column} = p.vector, embedding_version = :set_id, updated_at = now() "
+            "FROM reid_deer_profiles p WHERE p.version = :version AND p.deer_id = deer.id"),
+            {"set_id": set_id, "version": version})
     return saved
 
 
@@ -167,113 +169,26 @@ def _save_legacy_vectors(conn: sa.Connection, family: str) -> int:
     return conn.execute(stmt).rowcount
 
 
-_TOP_K = sa.text(
-    """
-    SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
-           c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
-    FROM (
-        SELECT d.id, d.deer_id, COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
-               {sex} AS qsex, e.embedding
-        FROM detections d
-        JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-    ) q
-    LEFT JOIN LATERAL (
-        SELECT p.deer_id, dr.sex::text AS sex, 1 - (p.vector <=> q.embedding) AS similarity
-        FROM reid_deer_profiles p
-        JOIN deer dr ON dr.id = p.deer_id
-        WHERE p.version = :version
-          AND (q.qsex NOT IN ('buck', 'doe') OR dr.sex::text = q.qsex OR dr.sex::text = 'unknown')
-        ORDER BY p.vector <=> q.embedding, p.deer_id
-        LIMIT :top_k
-    ) c ON TRUE
-    """.replace("{sex}", sql_sex_of("COALESCE(d.corrected_classification, d.classification)"))
-)
-"""Top-k profiles of a compatible sex for every unreviewed detection, by pgvector cosine distance."""
-
-_PAIR_SIMILARITY = sa.text(
-    """
-    SELECT x.det AS detection_id, x.deer AS candidate_id, 1 - (p.vector <=> e.embedding) AS similarity
-    FROM unnest(CAST(:dets AS uuid[]), CAST(:deers AS uuid[])) AS x(det, deer)
-    JOIN reid_embeddings e ON e.detection_id = x.det AND e.version = :version
-    JOIN reid_deer_profiles p ON p.deer_id = x.deer AND p.version = :version
-    """
-)
-"""Exact similarity of given (detection, profile) pairs in one model."""
-
-
-@dataclass
-class _Candidate:
-    deer_id: str
-    sex: str
-    similarity: float  # combined over the models
-
-
-def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None):
-    """Per detection: previous deer, classification, and candidates with their exact combined
-    similarity. Candidates are the union of each model's pgvector top-k; a detection whose best
-    combined score could be beaten by a profile outside that union (threshold-algorithm bound:
-    sum of weight x k-th similarity of each model) is re-scored against every compatible profile."""
-    previous: dict[str, str | None] = {}
-    classes: dict[str, str] = {}
-    sexes: dict[str, str] = {}
-    per_model: dict[str, dict[str, dict[str, float]]] = {}
-    kth: dict[str, dict[str, float | None]] = {}
-    limit = top_k if top_k is not None else 1_000_000
-    for version in models:
-        per_model[version] = defaultdict(dict)
-        kth[version] = {}
-        counts: dict[str, int] = defaultdict(int)
-        for r in conn.execute(_TOP_K, {"version": version, "top_k": limit}).mappings():
-            det = r["detection_id"]
-            previous[det], classes[det] = r["previous_deer_id"], r["classification"]
-            if r["candidate_id"] is None:
-                continue
-            per_model[version][det][r["candidate_id"]] = float(r["similarity"])
-            sexes[r["candidate_id"]] = r["candidate_sex"]
-            counts[det] += 1
-            kth[version][det] = min(kth[version].get(det, 1.0), float(r["similarity"]))
-        for det in previous:  # fewer than k compatible profiles: the model has seen them all
-            if counts.get(det, 0) < limit:
-                kth[version][det] = None
-    union = {det: set().union(*(per_model[v].get(det, {}) for v in models)) for det in previous}
-    missing = [(det, c, v) for det, cands in union.items() for c in cands for v in models
-               if c not in per_model[v].get(det, {})]
-    for version in models:
-        pairs = [(det, c) for det, c, v in missing if v == version]
-        if pairs:
-            rows = conn.execute(_PAIR_SIMILARITY, {"version": version, "dets": [p[0] for p in pairs],
-                                                   "deers": [p[1] for p in pairs]}).all()
-            for det, cand, sim in rows:
-                per_model[version][str(det)][str(cand)] = float(sim)
-    candidates: dict[str, list[_Candidate]] = {}
-    unsure = []
-    for det, cands in union.items():
-        scored = [_Candidate(c, sexes[c], sum(w * per_model[v][det][c] for v, w in models.items()))
-                  for c in cands if all(c in per_model[v].get(det, {}) for v in models)]
-        scored.sort(key=lambda x: (-x.similarity, x.deer_id))
-        candidates[det] = scored
-        bounds = [kth[v].get(det) for v in models]
-        if scored and any(b is not None for b in bounds):
-            bound = sum(w * (b if b is not None else -1.0) for (v, w), b in zip(models.items(), bounds))
-            if not scored[0].similarity > bound:
-                unsure.append(det)
-    return previous, classes, candidates, unsure
-
-
 _MATCH_LOCK = 0x5EED_0A55
 _PROFILE_LOCK = 0x5EED_0FF1
 
 
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
                       top_k: int = 5, method: str | None = None, run_id: str | None = None,
-                      antler_tolerance: int | None = 0) -> AssignReport:
-    """Match every unreviewed detection against the profiles; one transaction.
+                      antler_tolerance: int | None = 0, search: str = "exact",
+                      chunk_size: int = CHUNK_SIZE) -> AssignReport:
+    """Match every unreviewed detection against the profiles; one transaction, read, decided and
+    written ``chunk_size`` detections at a time (memory does not grow with the number of detections).
 
     ``models`` is one embedding version, or ``{version: weight}`` whose weights sum to 1: the
     combined similarity is sum(weight x cosine) over the versions, computed exactly for the union
     of each version's pgvector top-k candidates (with a bound check that falls back to all
     profiles, so the exact combined top-1 is never missed).
+
+    ``search``: ``"exact"`` (the default) scores every compatible profile; ``"hnsw"`` retrieves each
+    model's top-k through the HNSW index (approximate; see ``core/match_retrieval.py``). Measured
+    with ``benchmarks/bench_scale.py`` (README, "Speed"): at up to 2,000 profiles the exact scan
+    was as fast or faster, so it stays the default.
 
     ``antler_tolerance``: the season-aware antler constraint (``core.antlers``): a candidate whose
     confident point count in the detection's hard-antler season differs by more than this from the
@@ -287,16 +202,13 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     run_id = run_id or uuid.uuid4().hex
     method = method or ("single-model" if len(models) == 1 else "ensemble")
     with engine.begin() as conn:
         # one matcher at a time: a second run waits for the first and then sees its result
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MATCH_LOCK})
-        previous, classes, candidates, unsure = _retrieve(conn, models, top_k)
-        if unsure:  # rare: rescore these against every compatible profile
-            _, _, full, _ = _retrieve(conn, models, None)
-            for det in unsure:
-                candidates[det] = full[det]
         mode = coexistence.live_mode(conn)
         protected = coexistence.protected_detections(conn) if mode.ours and not mode.reassign else set()
         antlers = None
@@ -304,63 +216,97 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             from deer_reid_assets.core.antlers.profiles import AntlerConstraint
 
             antlers = AntlerConstraint.load(conn, tolerance=antler_tolerance)
-        log, scores, antler_changes = [], [], []
-        assigned = changed = no_candidate = 0
+        conn.execute(sa.insert(t.reid_assignment_runs).values(  # counts are set once every chunk is written
+            run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold, config={},
+            n_considered=0, n_assigned=0))
+        run = _Run(run_id, threshold, top_k, mode.ours, protected, antlers)
+        for chunk in considered_chunks(conn, list(models), chunk_size):
+            previous, classes, candidates, unsure = retrieve(conn, models, top_k, search=search, only=chunk)
+            if unsure:  # rare: rescore these (only these) against every compatible profile
+                _, _, full, _ = retrieve(conn, models, None, search="exact", only=unsure)
+                for det in unsure:
+                    candidates[det] = full[det]
+            run.rescored += len(unsure)
+            run.decide_and_write(conn, previous, classes, candidates)
+        conn.execute(sa.update(t.reid_assignment_runs).where(t.reid_assignment_runs.c.run_id == run_id).values(
+            config={"top_k": top_k, "search": search, "rescored_against_all_profiles": run.rescored,
+                    "antler_constraint": None if antlers is None else {
+                        "tolerance": antler_tolerance, "changed": run.antler_changes}},
+            n_considered=run.considered, n_assigned=run.assigned))
+        if mode.ours:
+            refresh_sighting_stats(conn)
+    return AssignReport(run_id=run_id, considered=run.considered, assigned=run.assigned, changed=run.changed,
+                        no_candidate=run.no_candidate, threshold=threshold, rescored=run.rescored,
+                        proposals_only=not mode.ours, antler_vetoes=len(run.antler_changes))
+
+
+@dataclass
+class _Run:
+    """One matching run's decisions, made and written a chunk of detections at a time."""
+
+    run_id: str
+    threshold: float
+    top_k: int
+    ours: bool  # live matching is this pipeline's: write deer ids and scores (else proposals only)
+    protected: set
+    antlers: object | None
+    considered: int = 0
+    assigned: int = 0
+    changed: int = 0
+    no_candidate: int = 0
+    rescored: int = 0
+    antler_changes: list = field(default_factory=list)
+
+    def decide_and_write(self, conn: sa.Connection, previous: dict, classes: dict, candidates: dict) -> None:
+        log, scores = [], []
         for det, prev in previous.items():
             ranked = candidates.get(det, [])
-            if antlers is not None:
-                ranked = antlers.filter(det, ranked, threshold, antler_changes)
+            if self.antlers is not None:
+                ranked = self.antlers.filter(det, ranked, self.threshold, self.antler_changes)
             best = ranked[0] if ranked else None
-            new = best.deer_id if best is not None and best.similarity >= threshold else None
-            if det in protected:  # the worker's automatic assignment: only `cutover --reassign` changes it
+            new = best.deer_id if best is not None and best.similarity >= self.threshold else None
+            if det in self.protected:  # the worker's automatic assignment: only `cutover --reassign` changes it
                 new = prev
-            no_candidate += best is None
-            assigned += new is not None
-            changed += new != prev
-            log.append({"run_id": run_id, "detection_id": det, "previous_deer_id": prev,
+            self.considered += 1
+            self.no_candidate += best is None
+            self.assigned += new is not None
+            self.changed += new != prev
+            log.append({"run_id": self.run_id, "detection_id": det, "previous_deer_id": prev,
                         "best_deer_id": best.deer_id if best else None, "new_deer_id": new,
                         "similarity": best.similarity if best else None})
-            for c in ranked[:top_k]:
+            for c in ranked[:self.top_k]:
                 scores.append({
                     "detection_id": det, "deer_id": c.deer_id,
                     "similarity_score": stored_score(c.similarity),
                     "sex_match": sex_of(classes[det]) == c.sex, "matched": c.deer_id == new,
-                    "threshold_used": Decimal(f"{threshold:.4f}"), "detection_classification": classes[det],
+                    "threshold_used": Decimal(f"{self.threshold:.4f}"), "detection_classification": classes[det],
                     "deer_sex": c.sex,
                 })
-        conn.execute(sa.insert(t.reid_assignment_runs).values(
-            run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
-            config={"top_k": top_k, "rescored_against_all_profiles": len(unsure),
-                    "antler_constraint": None if antlers is None else {
-                        "tolerance": antler_tolerance, "changed": antler_changes}},
-            n_considered=len(previous), n_assigned=assigned))
-        if not mode.ours:  # the existing system owns live matching: propose, change nothing of its own
-            if log:
-                conn.execute(sa.insert(t.reid_assignment_log), log)
-            top = {det: [{"deer_id": str(c.deer_id), "similarity": float(c.similarity)} for c in ranked[:top_k]]
+        if not log:
+            return
+        conn.execute(sa.insert(t.reid_assignment_log), log)
+        if not self.ours:  # the existing system owns live matching: propose, change nothing of its own
+            top = {det: [{"deer_id": str(c.deer_id), "similarity": float(c.similarity)} for c in ranked[:self.top_k]]
                    for det, ranked in candidates.items()}
-            coexistence.record_proposals(conn, run_id, log, top)
-            return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
-                                no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
-                                proposals_only=True, antler_vetoes=len(antler_changes))
-        if log:
-            conn.execute(sa.insert(t.reid_assignment_log), log)
-            _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
-            # rows of candidates this run did not score must not keep an older run's 'matched'
-            s, lg = t.reid_similarity_scores, t.reid_assignment_log
-            in_run = sa.select(lg.c.detection_id).where(lg.c.run_id == run_id)
-            conn.execute(sa.update(s).where(s.c.detection_id.in_(in_run), s.c.matched.is_(True)).values(matched=False))
-        if scores:
-            stmt = pg_insert(t.reid_similarity_scores)
-            conn.execute(stmt.on_conflict_do_update(
-                constraint=t.SIMILARITY_UNIQUE,
-                set_={c: stmt.excluded[c] for c in ("similarity_score", "sex_match", "matched", "threshold_used",
-                                                    "detection_classification", "deer_sex", "calculated_at")}),
-                scores)
-        refresh_sighting_stats(conn)
-    return AssignReport(run_id=run_id, considered=len(previous), assigned=assigned, changed=changed,
-                        no_candidate=no_candidate, threshold=threshold, rescored=len(unsure),
-                        antler_vetoes=len(antler_changes))
+            coexistence.record_proposals(conn, self.run_id, log, top)
+            return
+        _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
+        # rows of candidates this run did not score must not keep an older run's 'matched'
+        s = t.reid_similarity_scores
+        conn.execute(sa.update(s).where(s.c.detection_id.in_([r["detection_id"] for r in log]), s.c.matched.is_(True))
+                     .values(matched=False))
+        _upsert_scores(conn, scores)
+
+
+def _upsert_scores(conn: sa.Connection, scores: list[dict], rows_per_statement: int = 1000) -> None:
+    """reid_similarity_scores rows, many per statement (psycopg2 would send an upsert per row)."""
+    stmt = pg_insert(t.reid_similarity_scores)
+    upsert = stmt.on_conflict_do_update(
+        constraint=t.SIMILARITY_UNIQUE,
+        set_={c: stmt.excluded[c] for c in ("similarity_score", "sex_match", "matched", "threshold_used",
+                                            "detection_classification", "deer_sex", "calculated_at")})
+    for start in range(0, len(scores), rows_per_statement):
+        conn.execute(upsert.values(scores[start:start + rows_per_statement]))
 
 
 def stored_score(cosine: float) -> Decimal:
@@ -373,13 +319,13 @@ def stored_score(cosine: float) -> Decimal:
 
 
 def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
+    """Set each detection's deer: one statement for the whole list (not a round trip per row)."""
     if not changes:
         return
-    d = t.detections
-    conn.execute(
-        sa.update(d).where(d.c.id == sa.bindparam("det")).values(deer_id=sa.bindparam("new")),
-        [{"det": det, "new": new} for det, new in changes],
-    )
+    conn.execute(sa.text(
+        "UPDATE detections SET deer_id = x.new FROM unnest(CAST(:dets AS uuid[]), CAST(:news AS uuid[])) "
+        "AS x(det, new) WHERE detections.id = x.det"),
+        {"dets": [str(det) for det, _ in changes], "news": [None if new is None else str(new) for _, new in changes]})
 
 
 def rollback_assignment_run(engine: sa.Engine, run_id: str) -> int:

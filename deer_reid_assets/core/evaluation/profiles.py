@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deer_reid_assets.core.classes import sex_of
-from deer_reid_assets.core.evaluation.sex import normalise_sex, sex_compatible
+from deer_reid_assets.core.evaluation.sex import normalise_sex
 from deer_reid_assets.core.vectors import check_dims, check_length, embedding_matrix, identity_labels, normalise_rows
 
 
@@ -122,12 +122,14 @@ def build_profiles(
         check_length(sexes, matrix.shape[0], "sexes", "embeddings")
     classes = [normalise_sex(s) for s in sexes] if sexes is not None else ["unknown"] * len(labels)
 
-    names = sorted(set(labels))
-    label_array = np.asarray(labels, dtype=object)
+    names, member_of = np.unique(np.asarray(labels, dtype=object), return_inverse=True)  # sorted names
+    names = [str(n) for n in names]
+    order = np.argsort(member_of, kind="stable")  # rows grouped by deer, in their original order
+    bounds = np.searchsorted(member_of[order], np.arange(len(names) + 1))
     vectors = np.zeros((len(names), matrix.shape[1]), dtype=matrix.dtype)
     profile_sexes = []
     for p, name in enumerate(names):
-        members = np.flatnonzero(label_array == name)
+        members = order[bounds[p]:bounds[p + 1]]
         mean = matrix[members].mean(axis=0)
         if checked is None:
             norm = np.linalg.norm(mean)
@@ -177,20 +179,40 @@ def match_to_profiles(
         return Matches(best_name=best_name, best_similarity=best_similarity)
     check_dims(queries, profiles.vectors, "query_emb", "profiles.vectors")
 
-    similarities = (queries @ profiles.vectors.T).astype(np.float64)
-    if query_classes is not None:
-        allowed = np.array(
-            [[sex_compatible(q, s) for s in profiles.sexes] for q in query_classes], dtype=bool
-        )
-        similarities = np.where(allowed, similarities, -np.inf)
-    if excluded is not None:
-        if excluded.shape != similarities.shape:
-            raise ValueError(f"excluded must be {similarities.shape} (queries x profiles); got {excluded.shape}")
-        similarities = np.where(excluded, -np.inf, similarities)
-    best = np.argmax(similarities, axis=1)  # first maximum -> earliest profile on ties
-    top = similarities[np.arange(n), best]
-    found = np.isfinite(top)
+    if excluded is not None and excluded.shape != (n, len(profiles.names)):
+        raise ValueError(f"excluded must be {(n, len(profiles.names))} (queries x profiles); got {excluded.shape}")
+    allowed = None if query_classes is None else _SexRule(query_classes, profiles.sexes)
     names = np.asarray(profiles.names, dtype=object)
-    best_name[found] = names[best[found]]
-    best_similarity[found] = top[found]
+    for start in range(0, n, QUERY_BLOCK):  # memory: QUERY_BLOCK x profiles, whatever the number of queries
+        rows = slice(start, min(start + QUERY_BLOCK, n))
+        similarities = (queries[rows] @ profiles.vectors.T).astype(np.float64)
+        if allowed is not None:
+            similarities = np.where(allowed.block(rows), similarities, -np.inf)
+        if excluded is not None:
+            similarities = np.where(excluded[rows], -np.inf, similarities)
+        best = np.argmax(similarities, axis=1)  # first maximum -> earliest profile on ties
+        top = similarities[np.arange(similarities.shape[0]), best]
+        found = np.isfinite(top)
+        best_name[rows][found] = names[best[found]]
+        best_similarity[rows][found] = top[found]
     return Matches(best_name=best_name, best_similarity=best_similarity)
+
+
+QUERY_BLOCK = 4096
+"""Queries scored against the profiles at once: bounds the evaluation's similarity matrices."""
+
+
+class _SexRule:
+    """``core.evaluation.sex.sex_compatible`` for every (query, profile) pair, as array operations: the classes are
+    read once per query and once per profile instead of once per pair."""
+
+    _CODES = {"buck": 1, "doe": 2, "unknown": 3}
+
+    def __init__(self, query_classes, profile_sexes) -> None:
+        self.query = np.array([self._CODES.get(normalise_sex(c), 0) for c in query_classes], dtype=np.int8)
+        self.query[self.query == 3] = 0  # an unknown (fawn, None) query matches every profile
+        self.profile = np.array([self._CODES.get(normalise_sex(s), 4) for s in profile_sexes], dtype=np.int8)
+
+    def block(self, rows: slice) -> np.ndarray:
+        query = self.query[rows, None]
+        return (query == 0) | (query == self.profile[None, :]) | (self.profile == 3)[None, :]

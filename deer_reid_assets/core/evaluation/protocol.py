@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from deer_reid_assets.core import families
-from deer_reid_assets.core.embed.versions import load_embeddings
+from deer_reid_assets.core.embed.versions import load_vectors
 from deer_reid_assets.core.evaluation import ensemble
 from deer_reid_assets.core.evaluation.report import EvaluationReport, evaluate
 from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_roles
@@ -117,13 +117,12 @@ def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str
     row order), and the stored seeded split over exactly those detections."""
     with engine.connect() as conn:
         labelled = labelled_set(conn)
-        loaded = [load_embeddings(conn, v) for v in versions]
-    indexes = [{d: i for i, d in enumerate(ids)} for ids, _ in loaded]
-    keep = [k for k, d in enumerate(labelled.detection_ids) if all(d in index for index in indexes)]
-    if not keep:
+        loaded = [load_vectors(conn, v, labelled.detection_ids) for v in versions]  # labelled rows only
+    keep = np.flatnonzero(np.logical_and.reduce([found for found, _ in loaded]))
+    if not keep.size:
         raise ValueError(f"no labelled detection is embedded in every one of {versions}: nothing to evaluate")
-    subset = labelled.subset(keep)
-    matrices = [vectors[[index[d] for d in subset.detection_ids]] for (_, vectors), index in zip(loaded, indexes)]
+    subset = labelled.subset(keep.tolist())
+    matrices = [matrix[keep] for _, matrix in loaded]
     return subset, matrices, stored_split(engine, subset, name=split_name, seed=seed)
 
 

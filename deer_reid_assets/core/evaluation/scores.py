@@ -151,10 +151,17 @@ def retrieval_metrics(
     query_ids: Sequence[str],
     gallery_emb: np.ndarray,
     gallery_ids: Sequence[str],
+    *,
+    max_queries: int | None = None,
 ) -> dict[str, Any]:
     """Rank-1 and mAP of queries (whose identity is in the gallery) against gallery detections.
 
     Ranking is by cosine similarity, descending; equal similarities keep gallery order.
+
+    Every query is ranked against every gallery detection, so the cost is queries x gallery: with
+    ``max_queries``, a seeded sample of that many eligible queries is ranked instead (the same
+    sample for the same inputs; ``sampled_from`` then says how many were eligible), which keeps
+    the cost linear in the gallery.
     """
     queries = normalise_rows(embedding_matrix(query_emb, "query_emb"), "query_emb")
     gallery = normalise_rows(embedding_matrix(gallery_emb, "gallery_emb"), "gallery_emb")
@@ -167,6 +174,9 @@ def retrieval_metrics(
     if keep.size == 0:
         return {"rank1": 0.0, "mAP": 0.0, "n_queries": 0}
     check_dims(queries, gallery, "query_emb", "gallery_emb")
+    eligible = int(keep.size)
+    if max_queries is not None and eligible > max_queries:
+        keep = np.sort(np.random.default_rng(0).choice(keep, size=max_queries, replace=False))
 
     hits_at_1 = 0
     ap_total = 0.0
@@ -178,16 +188,22 @@ def retrieval_metrics(
             relevant = g_labels[row] == q_labels[q]
             hits_at_1 += int(relevant[0])
             ap_total += float(np.mean(np.cumsum(relevant)[relevant] / ranks[relevant]))
-    return {"rank1": hits_at_1 / keep.size, "mAP": ap_total / keep.size, "n_queries": int(keep.size)}
+    result = {"rank1": hits_at_1 / keep.size, "mAP": ap_total / keep.size, "n_queries": int(keep.size)}
+    if keep.size < eligible:
+        result["sampled_from"] = eligible
+    return result
 
 
 def similarity_distributions(
-    query_emb: np.ndarray, query_ids: Sequence[str], profiles: Profiles
+    query_emb: np.ndarray, query_ids: Sequence[str], profiles: Profiles, *, max_different: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(same, different) cosine similarities, ignoring the sex rule.
 
     same: each query against its own deer's profile (queries with a profile only); different: each
-    query against every other profile (open-set queries contribute all their profiles).
+    query against every other profile (open-set queries contribute all their profiles), in
+    query-major order. There are queries x profiles different pairs: with ``max_different``, only
+    every k-th of them (k the smallest stride that keeps at most that many) is kept. Computed
+    :data:`_QUERY_BLOCK` queries at a time.
     """
     queries = normalise_rows(embedding_matrix(query_emb, "query_emb"), "query_emb")
     labels = np.asarray(identity_labels(query_ids, "query_ids"), dtype=object)
@@ -195,9 +211,19 @@ def similarity_distributions(
     if queries.shape[0] == 0 or not profiles.names:
         return np.empty(0), np.empty(0)
     check_dims(queries, profiles.vectors, "query_emb", "profiles.vectors")
-    similarities = (queries @ profiles.vectors.T).astype(np.float64)
-    own = labels[:, None] == np.asarray(profiles.names, dtype=object)[None, :]
-    return similarities[own], similarities[~own]
+    names = np.asarray(profiles.names, dtype=object)
+    n_different = int(queries.shape[0] * len(names) - np.isin(labels, names).sum())
+    stride = 1 if max_different is None else max(1, -(-n_different // max(max_different, 1)))
+    same, different, seen = [], [], 0
+    for start in range(0, queries.shape[0], _QUERY_BLOCK):
+        rows = slice(start, start + _QUERY_BLOCK)
+        similarities = (queries[rows] @ profiles.vectors.T).astype(np.float64)
+        own = labels[rows, None] == names[None, :]
+        same.append(similarities[own])
+        others = similarities[~own]
+        different.append(others[(seen + np.arange(others.size)) % stride == 0] if stride > 1 else others)
+        seen += others.size
+    return np.concatenate(same), np.concatenate(different)
 
 
 # --------------------------------------------------------------------------- report
