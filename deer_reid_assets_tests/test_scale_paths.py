@@ -65,6 +65,26 @@ def test_profiles_are_the_normalised_means_computed_in_the_database(engine, rand
         np.testing.assert_allclose(got[deer], mean / np.linalg.norm(mean), atol=1e-6)
 
 
+def test_a_rebuild_rewrites_only_the_deer_rows_whose_profile_changed(engine, random_world):
+    matching.build_profiles(engine, VERSION, FAMILY)
+    first, second = random_world["deer"][:2]
+
+    def stamps():
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.select(t.deer.c.id, t.deer.c.updated_at)).all())
+
+    before = stamps()
+    with engine.begin() as conn:
+        add_detection(conn, "buck", random_world["labelled"][second][0], deer_id=first, reviewed=True)
+    matching.build_profiles(engine, VERSION, FAMILY)
+    after = stamps()
+    assert after[first] > before[first]
+    assert {d: s for d, s in after.items() if d != first} == {d: s for d, s in before.items() if d != first}
+    with engine.connect() as conn:
+        mirrored = np.asarray(conn.execute(sa.select(t.deer.c.feature_vector).where(t.deer.c.id == first)).scalar_one())
+    np.testing.assert_allclose(mirrored, profiles(engine)[first], atol=1e-7)
+
+
 def test_chunked_matching_equals_one_chunk_and_hnsw_finds_the_exact_best(engine, random_world):
     matching.build_profiles(engine, VERSION, FAMILY)
     one = matching.assign_detections(engine, VERSION, threshold=0.3, chunk_size=10_000, antler_tolerance=None)

@@ -143,9 +143,12 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
         return saved
     for family, version in versions.items():  # one statement per column: no vector passes through Python
         column = families.get(family).deer_column
+        # rows already holding this vector and set are left alone: every rewritten row costs an
+        # insert into the column's HNSW index, and a rebuild after a few new labels changes few deer
         conn.execute(sa.text(
             f"UPDATE deer SET {column} = p.vector, embedding_version = :set_id, updated_at = now() "
-            "FROM reid_deer_profiles p WHERE p.version = :version AND p.deer_id = deer.id"),
+            "FROM reid_deer_profiles p WHERE p.version = :version AND p.deer_id = deer.id "
+            f"AND (deer.{column} IS DISTINCT FROM p.vector OR deer.embedding_version IS DISTINCT FROM :set_id)"),
             {"set_id": set_id, "version": version})
     return saved
 
