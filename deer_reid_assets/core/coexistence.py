@@ -77,12 +77,20 @@ def record_proposals(conn: sa.Connection, run_id: str, log: list[dict],
                      candidates: dict[str, list[dict]] | None = None) -> None:
     """The run's proposals; ``candidates``: per detection its top candidates ``[{deer_id, similarity}]``,
     best first (what the review queue shows before cut-over)."""
-    if log:
+    if log:  # one statement, one array per column (not a round trip per proposal)
         conn.execute(sa.text(
             "INSERT INTO reid_match_proposals (run_id, detection_id, current_deer_id, proposed_deer_id, similarity, "
-            "candidates) VALUES (:run_id, :detection_id, :previous_deer_id, :new_deer_id, :similarity, "
-            "CAST(:candidates AS jsonb))"),
-            [{**r, "candidates": json.dumps((candidates or {}).get(r["detection_id"], []))} for r in log])
+            "candidates) SELECT :run_id, x.* FROM unnest(CAST(:dets AS uuid[]), CAST(:current AS uuid[]), "
+            "CAST(:proposed AS uuid[]), CAST(:similarity AS double precision[]), CAST(:candidates AS jsonb[])) AS x"),
+            {"run_id": run_id, "dets": [str(r["detection_id"]) for r in log],
+             "current": [_text_or_none(r["previous_deer_id"]) for r in log],
+             "proposed": [_text_or_none(r["new_deer_id"]) for r in log],
+             "similarity": [r["similarity"] for r in log],
+             "candidates": [json.dumps((candidates or {}).get(r["detection_id"], [])) for r in log]})
+
+
+def _text_or_none(value) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass

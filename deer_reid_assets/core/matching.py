@@ -301,15 +301,30 @@ class _Run:
         _upsert_scores(conn, scores)
 
 
-def _upsert_scores(conn: sa.Connection, scores: list[dict], rows_per_statement: int = 1000) -> None:
-    """reid_similarity_scores rows, many per statement (psycopg2 would send an upsert per row)."""
-    stmt = pg_insert(t.reid_similarity_scores)
-    upsert = stmt.on_conflict_do_update(
-        constraint=t.SIMILARITY_UNIQUE,
-        set_={c: stmt.excluded[c] for c in ("similarity_score", "sex_match", "matched", "threshold_used",
-                                            "detection_classification", "deer_sex", "calculated_at")})
-    for start in range(0, len(scores), rows_per_statement):
-        conn.execute(upsert.values(scores[start:start + rows_per_statement]))
+_UPSERT_SCORES = sa.text(
+    f"""
+    INSERT INTO reid_similarity_scores (id, detection_id, deer_id, similarity_score, sex_match, matched,
+                                        threshold_used, detection_classification, deer_sex, calculated_at)
+    SELECT x.*, now() FROM unnest(CAST(:id AS uuid[]), CAST(:detection_id AS uuid[]), CAST(:deer_id AS uuid[]),
+                                  CAST(:similarity_score AS numeric[]), CAST(:sex_match AS boolean[]),
+                                  CAST(:matched AS boolean[]), CAST(:threshold_used AS numeric[]),
+                                  CAST(:detection_classification AS text[]), CAST(:deer_sex AS text[])) AS x
+    ON CONFLICT ON CONSTRAINT {t.SIMILARITY_UNIQUE} DO UPDATE SET
+        similarity_score = EXCLUDED.similarity_score, sex_match = EXCLUDED.sex_match, matched = EXCLUDED.matched,
+        threshold_used = EXCLUDED.threshold_used, detection_classification = EXCLUDED.detection_classification,
+        deer_sex = EXCLUDED.deer_sex, calculated_at = EXCLUDED.calculated_at
+    """
+)
+_SCORE_COLUMNS = ("detection_id", "deer_id", "similarity_score", "sex_match", "matched", "threshold_used",
+                  "detection_classification", "deer_sex")
+
+
+def _upsert_scores(conn: sa.Connection, scores: list[dict]) -> None:
+    """reid_similarity_scores rows in one statement, one array per column (client-side ids, as the
+    existing system's tables have no defaults): neither a round trip nor a compiled VALUES row each."""
+    if scores:
+        conn.execute(_UPSERT_SCORES, {"id": [str(uuid.uuid4()) for _ in scores],
+                                      **{c: [row[c] for row in scores] for c in _SCORE_COLUMNS}})
 
 
 def stored_score(cosine: float) -> Decimal:
