@@ -126,6 +126,8 @@ class AssignmentConfig(dg.Config):
     antler_tolerance: Optional[int] = Field(
         default=0, description="Season-aware antler constraint: bucks of one hard-antler season whose confident point "
         "counts differ by more than this cannot match; null switches it off.")
+    search: str = Field(default="exact", description="'exact' (score every compatible profile) or 'hnsw' "
+                        "(the profile vectors' HNSW index, approximate; README 'Speed', 'The cost curve').")
 
 
 @dg.asset(
@@ -151,7 +153,8 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     report = matching.assign_detections(engine, models, threshold=threshold, top_k=config.top_k, method=method,
-                                        run_id=context.run_id, antler_tolerance=config.antler_tolerance)
+                                        run_id=context.run_id, antler_tolerance=config.antler_tolerance,
+                                        search=config.search)
     context.log.info(f"{method}: assigned {report.assigned}/{report.considered} detections "
                      f"({report.assignment_rate:.1%}) at threshold {threshold:.2f}")
     with engine.connect() as conn:
@@ -172,6 +175,7 @@ def deer_assignments(context: dg.AssetExecutionContext, config: AssignmentConfig
         "changed": report.changed,
         "without_compatible_profile": report.no_candidate,
         "rescored_against_all_profiles": report.rescored,
+        "search": config.search,
         "antler_constraint": "off" if config.antler_tolerance is None else f"tolerance {config.antler_tolerance}",
         "changed_by_antler_constraint": report.antler_vetoes,
         "assignment_run": report.run_id,
