@@ -179,3 +179,22 @@ def test_retrieval_on_a_sample_of_queries_is_the_metric_of_that_sample():
     subset = scores.retrieval_metrics(queries[chosen], [query_ids[i] for i in chosen], gallery, gallery_ids)
     assert (sampled["rank1"], sampled["mAP"]) == (subset["rank1"], subset["mAP"])
     assert scores.retrieval_metrics(queries, query_ids, gallery, gallery_ids, max_queries=22) == full
+
+
+def test_ranks_found_by_binary_search_equal_a_stable_sort_of_the_gallery(monkeypatch):
+    # unit vectors with entries +-0.5 or one +-1: every cosine is an exact multiple of 0.25, so many tie
+    import itertools
+
+    choices = np.array([*itertools.product([-0.5, 0.5], repeat=4), *np.eye(4), *-np.eye(4)], dtype=np.float32)
+    rng = np.random.default_rng(9)
+    gallery, gallery_ids = choices[rng.integers(len(choices), size=60)], [f"d{i % 5}" for i in range(60)]
+    queries, query_ids = choices[rng.integers(len(choices), size=30)], [f"d{i % 5}" for i in range(30)]
+    monkeypatch.setattr(scores, "_RANK_BLOCK", 7)
+    got = scores.retrieval_metrics(queries, query_ids, gallery, gallery_ids)
+    hits, aps = 0, []
+    for i in range(30):  # the definition: a stable descending sort of the whole gallery
+        order = np.argsort(-(gallery @ queries[i]), kind="stable")
+        relevant = np.array([gallery_ids[j] == query_ids[i] for j in order])
+        hits += int(relevant[0])
+        aps.append(np.mean(np.cumsum(relevant)[relevant] / (np.flatnonzero(relevant) + 1)))
+    assert got["rank1"] == pytest.approx(hits / 30) and got["mAP"] == pytest.approx(np.mean(aps))

@@ -36,7 +36,8 @@ ASSIGNMENT_KEYS = (
     "recall",
 )
 
-_QUERY_BLOCK = 1024  # queries per similarity block in retrieval (bounds memory to block x gallery)
+_QUERY_BLOCK = 1024  # queries per block of similarities to profiles (bounds memory to block x profiles)
+_RANK_BLOCK = 256  # queries per block in retrieval (bounds memory to block x gallery)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,10 @@ def retrieval_metrics(
     check_length(q_labels, queries.shape[0], "query_ids", "query_emb")
     check_length(g_labels, gallery.shape[0], "gallery_ids", "gallery_emb")
 
-    keep = np.flatnonzero(np.isin(q_labels, g_labels))
+    codes: dict[str, int] = {}  # identity -> integer code: comparisons below are on integers, not strings
+    g_codes = np.array([codes.setdefault(label, len(codes)) for label in g_labels], dtype=np.int64)
+    q_codes = np.array([codes.get(label, -1) for label in q_labels], dtype=np.int64)
+    keep = np.flatnonzero(q_codes >= 0)
     if keep.size == 0:
         return {"rank1": 0.0, "mAP": 0.0, "n_queries": 0}
     check_dims(queries, gallery, "query_emb", "gallery_emb")
@@ -180,18 +184,31 @@ def retrieval_metrics(
 
     hits_at_1 = 0
     ap_total = 0.0
-    ranks = np.arange(1, gallery.shape[0] + 1)
-    for start in range(0, keep.size, _QUERY_BLOCK):
-        block = keep[start : start + _QUERY_BLOCK]
-        order = np.argsort(-(queries[block] @ gallery.T), axis=1, kind="stable")
-        for row, q in zip(order, block):
-            relevant = g_labels[row] == q_labels[q]
-            hits_at_1 += int(relevant[0])
-            ap_total += float(np.mean(np.cumsum(relevant)[relevant] / ranks[relevant]))
+    for start in range(0, keep.size, _RANK_BLOCK):
+        block = keep[start : start + _RANK_BLOCK]
+        negated = -(queries[block] @ gallery.T)  # ascending order of this = descending similarity
+        ordered = np.sort(negated, axis=1)
+        for row, q in enumerate(block):
+            ranks = _ranks_of_relevant(negated[row], ordered[row], np.flatnonzero(g_codes == q_codes[q]))
+            hits_at_1 += int(ranks[0] == 1)
+            ap_total += float(np.mean(np.arange(1, ranks.size + 1) / ranks))
     result = {"rank1": hits_at_1 / keep.size, "mAP": ap_total / keep.size, "n_queries": int(keep.size)}
     if keep.size < eligible:
         result["sampled_from"] = eligible
     return result
+
+
+def _ranks_of_relevant(negated: np.ndarray, ordered: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """1-based ranks (ascending) of the ``relevant`` gallery items in the stable ascending order of
+    ``negated`` (``ordered`` is that row sorted): the items before one are those with a smaller
+    value, and those with an equal value earlier in the gallery (ties keep gallery order). Only the
+    relevant items are located, by binary search, instead of ordering the whole gallery by index."""
+    values = negated[relevant]
+    before = np.searchsorted(ordered, values, side="left")
+    tied = np.searchsorted(ordered, values, side="right") - before > 1
+    for k in np.flatnonzero(tied):
+        before[k] += np.count_nonzero(negated[: relevant[k]] == values[k])
+    return np.sort(before + 1)
 
 
 def similarity_distributions(
@@ -212,7 +229,8 @@ def similarity_distributions(
         return np.empty(0), np.empty(0)
     check_dims(queries, profiles.vectors, "query_emb", "profiles.vectors")
     names = np.asarray(profiles.names, dtype=object)
-    n_different = int(queries.shape[0] * len(names) - np.isin(labels, names).sum())
+    profiled = set(profiles.names)
+    n_different = queries.shape[0] * len(names) - sum(label in profiled for label in labels)
     stride = 1 if max_different is None else max(1, -(-n_different // max(max_different, 1)))
     same, different, seen = [], [], 0
     for start in range(0, queries.shape[0], _QUERY_BLOCK):
