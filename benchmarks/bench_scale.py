@@ -98,7 +98,7 @@ def recall_at_1(engine: sa.Engine, exact_run: str, hnsw_run: str) -> float:
     return row[1] / row[0] if row[0] else float("nan")
 
 
-def grid_point(server_url: str, world: scale_world.World) -> dict:
+def grid_point(server_url: str, world: scale_world.World, steps: tuple[str, ...] = STEPS) -> dict:
     name = f"scale_{uuid.uuid4().hex[:10]}"
     db.ensure_database(server_url, name)
     url = db.with_database(server_url, name)
@@ -110,11 +110,12 @@ def grid_point(server_url: str, world: scale_world.World) -> dict:
         print(f"{world.detections:,} detections / {world.profiles:,} profiles written in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         results = {}
-        for step in STEPS:
+        for step in steps:
             results[step] = run_step(url, step)
             print(f"  {step}: {results[step]['seconds']:.2f} s", flush=True)
-        results["recall_at_1"] = recall_at_1(engine, results["match_exact"]["run_id"],
-                                             results["match_hnsw"]["run_id"])
+        if {"match_exact", "match_hnsw"} <= set(steps):
+            results["recall_at_1"] = recall_at_1(engine, results["match_exact"]["run_id"],
+                                                 results["match_hnsw"]["run_id"])
         return results
     finally:
         engine.dispose()
@@ -139,7 +140,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000", help="detections per grid point, comma-separated")
     parser.add_argument("--profiles", default="200,2000", help="deer profiles per grid point, comma-separated")
     parser.add_argument("--labelled", type=float, default=0.5, help="share of detections labelled (rest matched)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"some of {','.join(STEPS)} (matching needs profiles)")
     args = parser.parse_args()
+    steps = tuple(s for s in STEPS if s in args.steps.split(","))
+    if not steps or (any(s.startswith("match_") for s in steps) and "profiles" not in steps):
+        parser.error(f"--steps: give some of {', '.join(STEPS)}; matching needs profiles")
     sizes = [int(s) for s in args.sizes.split(",")]
     profile_counts = [int(p) for p in args.profiles.split(",")]
     env_url = os.environ.get("DATABASE_URL", "").strip()
@@ -157,34 +162,44 @@ def main() -> None:
         for p in profile_counts:
             for n in sizes:
                 world = scale_world.World(detections=n, profiles=p, labelled_fraction=args.labelled)
-                rows.append((n, p, grid_point(server_url, world)))
+                rows.append((n, p, grid_point(server_url, world, steps)))
     finally:
         if home is not None:
             server.stop()
             shutil.rmtree(home, ignore_errors=True)
-    print_table(rows)
+    print_table(rows, steps)
     for n, p, r in rows:
         tag = f"{n}det_{p}prof"
-        for step in STEPS:
+        for step in steps:
             s = r[step]
             if step.startswith("match_"):
                 emit(f"scale_{step}_ms_per_detection_{tag}", 1000 * s["seconds"] / max(s["count"], 1), "ms", device)
             else:
                 emit(f"scale_{step}_s_{tag}", s["seconds"], "s", device)
             emit(f"scale_{step}_peak_rss_{tag}", s["peak_mb"], "MiB", device)
-        emit(f"scale_hnsw_recall_at_1_{tag}", r["recall_at_1"], "fraction", device)
+        if "recall_at_1" in r:
+            emit(f"scale_hnsw_recall_at_1_{tag}", r["recall_at_1"], "fraction", device)
 
 
-def print_table(rows) -> None:
-    print("\n| detections | profiles | matched | exact ms/det | HNSW ms/det | recall@1 | profiles s | evaluation s "
-          "| peak MiB (profiles / exact / HNSW / evaluation) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+def print_table(rows, steps) -> None:
+    heads = {"profiles": "profiles s", "match_exact": "exact ms/det", "match_hnsw": "HNSW ms/det",
+             "evaluation": "evaluation s"}
+    matching = {"match_exact", "match_hnsw"} <= set(steps)
+    print("\n| detections | profiles | " + " | ".join(heads[s] for s in steps) + (" | recall@1" if matching else "")
+          + " | peak MiB (" + " / ".join(steps) + ") |")
+    print("| ---: | ---: | " + " | ".join("---:" for _ in steps) + (" | ---:" if matching else "") + " | --- |")
     for n, p, r in rows:
-        matched = r["match_exact"]["count"]
-        per = {k: 1000 * r[k]["seconds"] / max(matched, 1) for k in ("match_exact", "match_hnsw")}
-        peaks = " / ".join(f"{r[k]['peak_mb']:.0f}" for k in STEPS)
-        print(f"| {n:,} | {p:,} | {matched:,} | {per['match_exact']:.2f} | {per['match_hnsw']:.2f} "
-              f"| {r['recall_at_1']:.4f} | {r['profiles']['seconds']:.2f} | {r['evaluation']['seconds']:.2f} | {peaks} |")
+        cells = []
+        for step in steps:
+            seconds = r[step]["seconds"]
+            cells.append(f"{1000 * seconds / max(r[step]['count'], 1):.2f}" if step.startswith("match_") else f"{seconds:.2f}")
+        if matching:
+            cells.append(f"{r['recall_at_1']:.4f}")
+        peaks = " / ".join(f"{r[s]['peak_mb']:.0f}" for s in steps)
+        print(f"| {n:,} | {p:,} | " + " | ".join(cells) + f" | {peaks} |")
+    matched = next((r[s]["count"] for _, _, r in rows for s in steps if s.startswith("match_")), None)
+    if matched is not None:
+        print("ms/det: per matched (unlabelled) detection; about half the detections are matched")
     print("peak MiB: RSS high-water of the step's child process above its RSS before the step (Python only)\n")
 
 
