@@ -3,7 +3,7 @@ profiles of a compatible sex, by pgvector cosine distance (``<=>``), in one SQL 
 
 Two ways to search, same result shape:
 
-* ``"hnsw"``: the HNSW index on ``reid_deer_profiles.vector`` (migration 026) with pgvector's
+* ``"hnsw"``: the HNSW index on ``reid_deer_profiles.vector`` (migration 027) with pgvector's
   iterative scan (``hnsw.iterative_scan = strict_order``), so the version and sex filters never
   leave a detection with fewer than k candidates while compatible profiles remain; approximate,
   with ``hnsw.ef_search`` = :data:`EF_SEARCH` (recall@1 against the exact scan is measured by
