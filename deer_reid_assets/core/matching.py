@@ -167,7 +167,7 @@ def _save_legacy_vectors(conn: sa.Connection, family: str) -> int:
     return conn.execute(stmt).rowcount
 
 
-_TOP_K = sa.text(
+_TOP_K_SQL = (
     """
     SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
            c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
@@ -176,7 +176,7 @@ _TOP_K = sa.text(
                {sex} AS qsex, e.embedding
         FROM detections d
         JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
+        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE {only}
     ) q
     LEFT JOIN LATERAL (
         SELECT p.deer_id, dr.sex::text AS sex, 1 - (p.vector <=> q.embedding) AS similarity
@@ -189,7 +189,10 @@ _TOP_K = sa.text(
     ) c ON TRUE
     """.replace("{sex}", sql_sex_of("COALESCE(d.corrected_classification, d.classification)"))
 )
+_TOP_K = sa.text(_TOP_K_SQL.replace("{only}", ""))
 """Top-k profiles of a compatible sex for every unreviewed detection, by pgvector cosine distance."""
+_TOP_K_OF = sa.text(_TOP_K_SQL.replace("{only}", "AND d.id = ANY(CAST(:only AS uuid[]))"))
+"""The same for the given detections only (an upload's new detections)."""
 
 _PAIR_SIMILARITY = sa.text(
     """
@@ -209,7 +212,7 @@ class _Candidate:
     similarity: float  # combined over the models
 
 
-def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None):
+def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None, only: list[str] | None = None):
     """Per detection: previous deer, classification, and candidates with their exact combined
     similarity. Candidates are the union of each model's pgvector top-k; a detection whose best
     combined score could be beaten by a profile outside that union (threshold-algorithm bound:
@@ -224,7 +227,8 @@ def _retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None):
         per_model[version] = defaultdict(dict)
         kth[version] = {}
         counts: dict[str, int] = defaultdict(int)
-        for r in conn.execute(_TOP_K, {"version": version, "top_k": limit}).mappings():
+        query, args = (_TOP_K, {}) if only is None else (_TOP_K_OF, {"only": list(only)})
+        for r in conn.execute(query, {"version": version, "top_k": limit, **args}).mappings():
             det = r["detection_id"]
             previous[det], classes[det] = r["previous_deer_id"], r["classification"]
             if r["candidate_id"] is None:
@@ -267,7 +271,7 @@ _PROFILE_LOCK = 0x5EED_0FF1
 
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
                       top_k: int = 5, method: str | None = None, run_id: str | None = None,
-                      antler_tolerance: int | None = 0) -> AssignReport:
+                      antler_tolerance: int | None = 0, detection_ids: list[str] | None = None) -> AssignReport:
     """Match every unreviewed detection against the profiles; one transaction.
 
     ``models`` is one embedding version, or ``{version: weight}`` whose weights sum to 1: the
@@ -278,7 +282,10 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
     ``antler_tolerance``: the season-aware antler constraint (``core.antlers``): a candidate whose
     confident point count in the detection's hard-antler season differs by more than this from the
     detection's is skipped; None switches it off. Each time it changed the decision the run's
-    ``config.antler_constraint.changed`` says which deer was skipped and why."""
+    ``config.antler_constraint.changed`` says which deer was skipped and why.
+
+    ``detection_ids``: match only these (an upload's new detections, ``core.upload_path``); the
+    others keep their deer and are not logged in this run."""
     if isinstance(models, str):
         models = {models: 1.0}
     if not models or any(w < 0 for w in models.values()) or abs(sum(models.values()) - 1.0) > 1e-6:
@@ -292,9 +299,9 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
     with engine.begin() as conn:
         # one matcher at a time: a second run waits for the first and then sees its result
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MATCH_LOCK})
-        previous, classes, candidates, unsure = _retrieve(conn, models, top_k)
+        previous, classes, candidates, unsure = _retrieve(conn, models, top_k, detection_ids)
         if unsure:  # rare: rescore these against every compatible profile
-            _, _, full, _ = _retrieve(conn, models, None)
+            _, _, full, _ = _retrieve(conn, models, None, unsure)
             for det in unsure:
                 candidates[det] = full[det]
         mode = coexistence.live_mode(conn)
@@ -331,6 +338,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
         conn.execute(sa.insert(t.reid_assignment_runs).values(
             run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
             config={"top_k": top_k, "rescored_against_all_profiles": len(unsure),
+                    "only_detections": None if detection_ids is None else len(detection_ids),
                     "antler_constraint": None if antlers is None else {
                         "tolerance": antler_tolerance, "changed": antler_changes}},
             n_considered=len(previous), n_assigned=assigned))

@@ -11,13 +11,18 @@ from deer_reid_assets.core.store import existing_uploads
 
 from .ingest import camera_images, upload_batches
 from .resources import DatabaseResource, ImageStoreResource
+from .upload import upload_assignments
 
 ingest_upload_job = dg.define_asset_job(
     "ingest_upload",
-    selection=[camera_images],
+    selection=[camera_images, upload_assignments],
     partitions_def=upload_batches,
-    description="Import one batch of uploaded photos (the sensor launches it; automation does the rest).",
+    executor_def=dg.in_process_executor,  # one process: no second Python start, torch import or code load per step
+    description="One batch of uploaded photos from import to assignments (the sensors launch it): camera_images, then "
+    "upload_assignments (detect, crop, embed with the published versions, match only the new detections).",
 )
+
+SENSOR_INTERVAL_SECONDS = 5  # the daemon evaluates sensors at most every 5 s anyway
 
 
 RETRY_LIMIT = 5  # attempts per batch in all (the first run included)
@@ -61,10 +66,11 @@ camera_upload_sensor_name = "camera_upload_sensor"
 @dg.sensor(
     name=camera_upload_sensor_name,
     job=ingest_upload_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once its size and "
-    "modification time have stayed the same between two evaluations; submitted photos are remembered in the cursor "
+    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once it has not "
+    "changed for ImageStoreResource.upload_settle_seconds (its age; 3 s by default) and did not change since the "
+    "last evaluation; submitted photos are remembered in the cursor "
     "and never submitted twice; at most max_files per evaluation (bursts spread over several); names that escape "
     "the folder are refused and logged. Photos are grouped into batches per camera and capture day. A batch whose "
     "import run failed is requested again (backing off, at most 5 attempts). The folder is "
@@ -105,7 +111,7 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
 
 @dg.sensor(
     job=ingest_upload_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the existing system's database: photos its API stored and its worker's detector finished "
     "(processing_status 'completed', detections written) since the cursor become camera_images runs, one per camera "
