@@ -106,8 +106,7 @@ def match_new_detections(engine: sa.Engine, detection_ids: list[str], settings: 
     report.models = models
     first = [f for f, v in published.items() if v in models]
     for family in first:
-        _embed(engine, published[family], crops, settings, report, log)
-    clock.lap("embed")
+        _embed(engine, published[family], crops, settings, report, log, clock)
     with engine.connect() as conn:
         todo = store.never_matched(conn, [d for d, _ in crops])
         have = _has_vectors(conn, models, todo)
@@ -123,8 +122,7 @@ def match_new_detections(engine: sa.Engine, detection_ids: list[str], settings: 
     clock.lap("match")
     for family in published:
         if family not in first:
-            _embed(engine, published[family], crops, settings, report, log)
-    clock.lap("embed_other_families")
+            _embed(engine, published[family], crops, settings, report, log, clock, after_match=True)
     return report
 
 
@@ -141,9 +139,12 @@ def _has_vectors(conn: sa.Connection, models: dict[str, float], ids: list[str]) 
 
 
 def _embed(engine: sa.Engine, version: str, crops: list[tuple[str, str]], settings: EmbedderSettings,
-           report: UploadReport, log: Callable[[str], None]) -> None:
+           report: UploadReport, log: Callable[[str], None], clock: _Clock, *, after_match: bool = False) -> None:
+    """Add the vectors ``version`` lacks for ``crops``; times 'load_models' (torch and the backbone
+    included, the first time in a process) and 'embed' (or '..._after_match')."""
     from deer_reid_assets.core.ingest.imaging import ImageError, load_image
 
+    suffix = "_after_match" if after_match else ""
     with engine.connect() as conn:
         todo = store.lacking_vectors(conn, version, crops)
         row = conn.execute(sa.select(t.reid_embedding_versions).where(t.reid_embedding_versions.c.version == version)).one()
@@ -151,6 +152,7 @@ def _embed(engine: sa.Engine, version: str, crops: list[tuple[str, str]], settin
         report.embedded[version] = 0
         return
     embedder = embedder_for_version(engine, row, settings)
+    clock.lap("load_models" + suffix)
     images, ids = [], []
     for det, path in todo:
         try:
@@ -161,6 +163,7 @@ def _embed(engine: sa.Engine, version: str, crops: list[tuple[str, str]], settin
     vectors = embedder.embed(images) if images else None
     with engine.begin() as conn:
         report.embedded[version] = store.add_vectors(conn, version, ids, vectors) if images else 0
+    clock.lap("embed" + suffix)
 
 
 def embedder_for_version(engine: sa.Engine, row: sa.Row, settings: EmbedderSettings):

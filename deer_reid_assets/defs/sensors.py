@@ -22,7 +22,9 @@ ingest_upload_job = dg.define_asset_job(
     "upload_assignments (detect, crop, embed with the published versions, match only the new detections).",
 )
 
-SENSOR_INTERVAL_SECONDS = 5  # the daemon evaluates sensors at most every 5 s anyway
+# The daemon's sensor loop runs every 5 s (dagster's MIN_INTERVAL_LOOP_TIME); an interval below that makes
+# every loop evaluate these sensors (at 5 s exactly, a loop that comes a little early would skip one).
+SENSOR_INTERVAL_SECONDS = 2
 
 
 RETRY_LIMIT = 5  # attempts per batch in all (the first run included)

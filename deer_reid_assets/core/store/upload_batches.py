@@ -49,3 +49,19 @@ def add_vectors(conn: sa.Connection, version: str, detection_ids: list[str], vec
     v = t.reid_embedding_versions
     conn.execute(sa.update(v).where(v.c.version == version).values(n_embeddings=v.c.n_embeddings + added))
     return added
+
+
+def batch_progress(conn: sa.Connection, batch: str) -> dict[str, int]:
+    """How far an upload batch is: its detections, those with a crop row, with an ok crop, and those a
+    matching run has logged (assigned, proposed or left unassigned)."""
+    row = conn.execute(sa.text(
+        """
+        SELECT count(*) AS detections,
+               count(*) FILTER (WHERE EXISTS (SELECT 1 FROM reid_crops c WHERE c.detection_id = d.id)) AS cropped,
+               count(*) FILTER (WHERE EXISTS (SELECT 1 FROM reid_crops c WHERE c.detection_id = d.id
+                                                                           AND c.status = 'ok')) AS crops_ok,
+               count(*) FILTER (WHERE EXISTS (SELECT 1 FROM reid_assignment_log l WHERE l.detection_id = d.id)) AS matched
+        FROM detections d JOIN reid_image_files f ON f.image_id = d.image_id
+        WHERE f.import_batch = :batch
+        """), {"batch": batch}).mappings().one()
+    return dict(row)
