@@ -182,7 +182,11 @@ def embedder_for_version(engine: sa.Engine, row: sa.Row, settings: EmbedderSetti
     elif family.pretrained and row.weights_source == "imagenet":
         settings = replace(settings, weights="imagenet")
     embedder = _embedder(family.name, settings, weights_id, engine)
-    embedder.projection = FeatureProjection.load(Path(config["projection_path"]))
+    try:
+        embedder.projection = FeatureProjection.load(Path(config["projection_path"]))
+    except (OSError, KeyError) as exc:
+        raise UploadPathError(f"the projection of published version {row.version} cannot be read ({exc}): roll back "
+                              f"to another version or re-embed with {family.asset}") from None
     built = {k: embedder.version_key()[k] for k in wanted}
     if built != wanted:
         raise UploadPathError(
