@@ -338,7 +338,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
         conn.execute(sa.insert(t.reid_assignment_runs).values(
             run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold,
             config={"top_k": top_k, "rescored_against_all_profiles": len(unsure),
-                    "only_detections": None if detection_ids is None else len(detection_ids),
+                    **({} if detection_ids is None else {"only_detections": len(detection_ids)}),
                     "antler_constraint": None if antlers is None else {
                         "tolerance": antler_tolerance, "changed": antler_changes}},
             n_considered=len(previous), n_assigned=assigned))
