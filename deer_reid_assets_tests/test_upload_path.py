@@ -109,3 +109,33 @@ def test_an_upload_is_matched_alone_with_the_published_versions(world, engine):
     again = _run(instance, defs, request)
     assert again.success and _state(engine)["vectors"] == after["vectors"]
     assert again.asset_materializations_for_node("upload_assignments")[0].metadata["new_detections_matched"].value == 0
+
+
+def _version_row(tmp_path, **config):
+    from types import SimpleNamespace
+
+    from deer_reid_assets.core.embed.finetuned import identity_projection
+
+    path = tmp_path / "p.npz"
+    identity_projection().save(path)
+    base = {"family": "efficientnet", "weights_id": "ckpt-0123456789ab", "image_size": 32, "code_version": "1",
+            "projection": identity_projection().fingerprint(), "projection_path": str(path)}
+    return SimpleNamespace(version="effb0-test", model_family="efficientnet", weights_id=base["weights_id"],
+                           weights_source="checkpoint", config={**base, **config})
+
+
+def test_a_published_version_this_deployment_cannot_rebuild_is_one_clear_error(tmp_path):
+    from deer_reid_assets.core.families import EmbedderSettings
+    from deer_reid_assets.core.upload_path import UploadPathError, embedder_for_version
+
+    settings = EmbedderSettings(weights="random", image_size=32)
+    with pytest.raises(UploadPathError, match="was embedded with ckpt-0123456789ab at 32 px; this deployment builds "
+                                              "random-s0 at 32 px"):
+        embedder_for_version(None, _version_row(tmp_path), settings)
+    with pytest.raises(UploadPathError, match="projection of published version effb0-test cannot be read"):
+        embedder_for_version(None, _version_row(tmp_path, projection_path=str(tmp_path / "gone.npz")), settings)
+    # a version of seeded random weights is rebuilt from its own record, whatever the deployment's settings say
+    row = _version_row(tmp_path, weights_id="random-s3")
+    row.weights_id, row.weights_source = "random-s3", "random"
+    embedder = embedder_for_version(None, row, EmbedderSettings(weights="auto", seed=0, image_size=224))
+    assert embedder.version_key()["weights_id"] == "random-s3" and embedder.image_size == 32
