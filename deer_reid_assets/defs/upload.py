@@ -14,6 +14,7 @@ from .common import OWNERS, md_table, rate
 from .embeddings import embedder_settings
 from .ingest import camera_images, upload_batches
 from .matching import deer_profiles, ensemble_weights
+from .placement import gpu_step
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 
 
@@ -34,7 +35,7 @@ class UploadAssignmentsConfig(dg.Config):
     partitions_def=upload_batches,
     group_name="matching",
     kinds={"pytorch", "postgres"},
-    pool="gpu",
+    **gpu_step(),
     owners=OWNERS,
     code_version="1",
     description="The upload fast path, per upload batch: its photos through the detector (when configured), its "
