@@ -17,10 +17,23 @@ ingest_upload_job = dg.define_asset_job(
     "ingest_upload",
     selection=[camera_images, upload_assignments],
     partitions_def=upload_batches,
-    executor_def=dg.in_process_executor,  # one process: no second Python start, torch import or code load per step
     description="One batch of uploaded photos from import to assignments (the sensors launch it): camera_images, then "
     "upload_assignments (detect, crop, embed with the published versions, match only the new detections).",
 )
+
+
+
+def execution(context: dg.SensorEvaluationContext) -> dict:
+    """Run config that runs an upload's steps in the run's own process (no second Python start, torch
+    import and code load per step) where the job has Dagster's default executor; a code location with
+    another executor (Celery, Kubernetes: celery_definitions / k8s_definitions) keeps its own."""
+    repo = context.repository_def
+    if repo is None or not repo.has_job(ingest_upload_job.name):
+        return {}
+    if repo.get_job(ingest_upload_job.name).executor_def.name != dg.multi_or_in_process_executor.name:
+        return {}
+    return {"execution": {"config": {"in_process": {}}}}
+
 
 # The daemon's sensor loop runs every 5 s (dagster's MIN_INTERVAL_LOOP_TIME); an interval below that makes
 # every loop evaluate these sensors (at 5 s exactly, a loop that comes a little early would skip one).
@@ -93,7 +106,8 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
         dg.RunRequest(
             run_key=f"{batch.key}:{batch.fingerprint}",
             partition_key=batch.key,
-            run_config={"ops": {"camera_images": {"config": {"source_dir": str(uploads), "files": batch.files}}}},
+            run_config={"ops": {"camera_images": {"config": {"source_dir": str(uploads), "files": batch.files}}},
+                        **execution(context)},
             tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.files)), ATTEMPT_TAG: "1"},
         )
         for batch in result.batches
@@ -130,7 +144,7 @@ def existing_system_sensor(context: dg.SensorEvaluationContext, database: Databa
         dg.RunRequest(
             run_key=f"db:{batch.key}:{batch.image_ids[0]}:{len(batch.image_ids)}",
             partition_key=batch.key,
-            run_config={"ops": {"camera_images": {"config": {"image_ids": batch.image_ids}}}},
+            run_config={"ops": {"camera_images": {"config": {"image_ids": batch.image_ids}}}, **execution(context)},
             tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.image_ids)),
                   "deer-reid/source": "existing-system"},
         )
