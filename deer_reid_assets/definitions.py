@@ -19,6 +19,7 @@ from deer_reid_assets.defs import (
     review,
     sensors,
     training,
+    upload,
 )
 from deer_reid_assets.defs.resources import (
     ComputeResource,
@@ -50,6 +51,9 @@ ALL_ASSETS = [
 ]
 
 ALL_CHECKS = embeddings.EMBEDDING_CHECKS
+
+# The upload fast path (job ingest_upload, launched by the sensors): one batch from import to assignments.
+UPLOAD_ASSETS = [upload.upload_assignments]
 
 # Active learning, beside the graph: the review app's corrections as labelled pairs (not part of the demo's run).
 REVIEW_ASSETS = [review.review_labels]
@@ -88,7 +92,7 @@ def default_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS + REVIEW_ASSETS,
+    assets=ALL_ASSETS + UPLOAD_ASSETS + REVIEW_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=[reid_pipeline_job, sensors.ingest_upload_job, review.retrain_from_corrections_job, review.rebuild_profiles_job],
     sensors=[automation.automation_sensor, sensors.camera_upload_sensor, sensors.existing_system_sensor,

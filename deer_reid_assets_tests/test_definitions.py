@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, REVIEW_ASSETS, defs
+from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS, REVIEW_ASSETS, UPLOAD_ASSETS, defs
 
 GPU_ASSETS = {"detections", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
-              "finetuned_reid_model", "finetuned_embeddings", "antler_detector", "antler_features"}
+              "finetuned_reid_model", "finetuned_embeddings", "antler_detector", "antler_features", "upload_assignments"}
 
 
 def test_definitions_load_and_every_asset_is_described():
@@ -19,8 +19,8 @@ def test_definitions_load_and_every_asset_is_described():
                     "efficientnet_embeddings", "published_embeddings", "ensemble_weights", "deer_profiles",
                     "deer_assignments", "reid_evaluation", "embedding_report", "triplet_dataset",
                     "finetuned_reid_model", "finetuned_embeddings", "review_labels", "antler_annotations",
-                    "antler_detector", "antler_features", "physical_features"}
-    for asset in ALL_ASSETS + REVIEW_ASSETS:
+                    "antler_detector", "antler_features", "physical_features", "upload_assignments"}
+    for asset in ALL_ASSETS + UPLOAD_ASSETS + REVIEW_ASSETS:
         spec = next(iter(asset.specs))
         name = spec.key.to_user_string()
         assert spec.group_name and spec.group_name != "default", name

@@ -15,8 +15,9 @@ from PIL import Image
 
 from deer_reid_assets.core.store import db
 from deer_reid_assets.defs.ingest import camera_images, upload_batches
-from deer_reid_assets.defs.resources import DatabaseResource, ImageStoreResource
+from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 from deer_reid_assets.defs.sensors import camera_upload_sensor
+from deer_reid_assets.defs.upload import upload_assignments
 
 OLD = time.time() - 3600  # photos written an hour ago: settled
 
@@ -58,9 +59,7 @@ def test_batches_per_camera_and_day_and_never_twice(instance, tmp_path):
     _photo(uploads / "cam02" / "b1.jpg", 10, mtime=OLD - 86400 * 3)  # another capture day
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
 
-    first = _tick(instance, store, None)
-    assert first.run_requests == [] and "still being written" in first.skip_reason.skip_message
-    second = _tick(instance, store, first.cursor)
+    second = _tick(instance, store, None)  # settled an hour ago: taken at the first evaluation
     keys = sorted(r.partition_key for r in second.run_requests)
     assert len(keys) == 3 and sum(k.startswith("cam01__") for k in keys) == 1
     assert sorted(_files(second)) == ["cam01/a0.jpg", "cam01/a1.jpg", "cam01/a2.jpg", "cam02/b0.jpg", "cam02/b1.jpg"]
@@ -69,7 +68,7 @@ def test_batches_per_camera_and_day_and_never_twice(instance, tmp_path):
     assert third.run_requests == []
     # a new photo in a known batch is submitted alone, under the same partition, with a new run key
     _photo(uploads / "cam01" / "a3.jpg", 3)
-    fourth = _tick(instance, store, _tick(instance, store, third.cursor).cursor)
+    fourth = _tick(instance, store, third.cursor)
     assert _files(fourth) == ["cam01/a3.jpg"]
     assert fourth.run_requests[0].partition_key in keys
     assert fourth.run_requests[0].run_key not in {r.run_key for r in second.run_requests}
@@ -77,14 +76,16 @@ def test_batches_per_camera_and_day_and_never_twice(instance, tmp_path):
 
 def test_file_still_being_written_waits(instance, tmp_path):
     uploads = tmp_path / "uploads"
-    growing = _photo(uploads / "cam01" / "big.jpg", 1)
-    store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
+    growing = _photo(uploads / "cam01" / "big.jpg", 1, mtime=time.time())  # written just now
+    store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=600)
     first = _tick(instance, store, None)
-    with open(growing, "ab") as handle:  # the camera is still writing
+    assert first.run_requests == [] and "still being written" in first.skip_reason.skip_message  # too young
+    store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
+    with open(growing, "ab") as handle:  # the camera is still writing (its clock says an hour ago)
         handle.write(b"\0" * 100)
     os.utime(growing, (OLD, OLD))
     second = _tick(instance, store, first.cursor)
-    assert second.run_requests == []
+    assert second.run_requests == []  # changed since the last evaluation: waits, however old it looks
     third = _tick(instance, store, second.cursor)
     assert _files(third) == ["cam01/big.jpg"]
 
@@ -106,7 +107,7 @@ def test_burst_of_1200_is_spread_over_evaluations_within_the_time_limit(instance
         cursor = result.cursor
         counts.append(len(_files(result)))
         seen += _files(result)
-    assert counts == [0, 500, 500, 200, 0]
+    assert counts == [500, 500, 200, 0, 0]
     assert len(seen) == len(set(seen)) == 1200
 
 
@@ -118,8 +119,8 @@ def test_names_escaping_the_folder_are_refused(instance, tmp_path):
     (uploads / "cam03").symlink_to(tmp_path / "secret", target_is_directory=True)
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
     first = _tick(instance, store, None)
-    second = _tick(instance, store, first.cursor)
-    assert _files(second) == ["cam01/ok.jpg"]
+    assert _files(first) == ["cam01/ok.jpg"]
+    assert _tick(instance, store, first.cursor).run_requests == []
 
 
 def test_a_sensor_run_request_imports_exactly_its_photos(instance, engine, tmp_path):
@@ -127,7 +128,7 @@ def test_a_sensor_run_request_imports_exactly_its_photos(instance, engine, tmp_p
     _photo(uploads / "cam01" / "a.jpg", 1)
     _photo(uploads / "cam01" / "b.jpg", 2)
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
-    request = _tick(instance, store, _tick(instance, store, None).cursor).run_requests[0]
+    request = _tick(instance, store, None).run_requests[0]
     _photo(uploads / "cam01" / "late.jpg", 3)  # arrives after the request was made: not part of it
     result = dg.materialize([camera_images], instance=instance, partition_key=request.partition_key,
                             run_config=request.run_config,
@@ -149,8 +150,10 @@ def test_a_failed_import_run_is_requested_again_and_then_imports_its_photos(inst
     _photo(uploads / "cam01" / "a.jpg", 1)
     (uploads / "detections.json").write_text('{"format": "deer-reid-detections/1", "images": [')  # truncated copy
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
-    resources = {"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)), "image_store": store}
-    job = dg.Definitions(assets=[camera_images], jobs=[ingest_upload_job], resources=resources).resolve_job_def(
+    resources = {"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False)), "image_store": store,
+                 "compute": ComputeResource(device="cpu"), "model_weights": ModelWeightsResource(weights="random")}
+    job = dg.Definitions(assets=[camera_images, upload_assignments], jobs=[ingest_upload_job],
+                         resources=resources).resolve_job_def(
         ingest_upload_job.name)
 
     def launch(request):
@@ -158,7 +161,8 @@ def test_a_failed_import_run_is_requested_again_and_then_imports_its_photos(inst
         return job.execute_in_process(run_config=request.run_config, instance=instance, partition_key=request.partition_key,
                                       tags=tags, raise_on_error=False)
 
-    (request,) = _tick(instance, store, cursor := _tick(instance, store, None).cursor).run_requests
+    (request,) = (first := _tick(instance, store, None)).run_requests
+    cursor = first.cursor
     assert not launch(request).success
     cursor = _tick(instance, store, cursor).cursor
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"image_store": store})

@@ -179,7 +179,7 @@ _PROFILE_LOCK = 0x5EED_0FF1
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
                       top_k: int = 5, method: str | None = None, run_id: str | None = None,
                       antler_tolerance: int | None = 0, search: str = "exact",
-                      chunk_size: int = CHUNK_SIZE) -> AssignReport:
+                      chunk_size: int = CHUNK_SIZE, detection_ids: list[str] | None = None) -> AssignReport:
     """Match every unreviewed detection against the profiles; one transaction, read, decided and
     written ``chunk_size`` detections at a time (memory does not grow with the number of detections).
 
@@ -196,7 +196,10 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
     ``antler_tolerance``: the season-aware antler constraint (``core.antlers``): a candidate whose
     confident point count in the detection's hard-antler season differs by more than this from the
     detection's is skipped; None switches it off. Each time it changed the decision the run's
-    ``config.antler_constraint.changed`` says which deer was skipped and why."""
+    ``config.antler_constraint.changed`` says which deer was skipped and why.
+
+    ``detection_ids``: match only these (an upload's new detections, ``core.upload_path``); the
+    others keep their deer and are not logged in this run."""
     if isinstance(models, str):
         models = {models: 1.0}
     if not models or any(w < 0 for w in models.values()) or abs(sum(models.values()) - 1.0) > 1e-6:
@@ -223,7 +226,9 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold, config={},
             n_considered=0, n_assigned=0))
         run = _Run(run_id, threshold, top_k, mode.ours, protected, antlers)
-        for chunk in considered_chunks(conn, list(models), chunk_size):
+        chunks = (considered_chunks(conn, list(models), chunk_size) if detection_ids is None else
+                  (list(detection_ids[i : i + chunk_size]) for i in range(0, len(detection_ids), chunk_size)))
+        for chunk in chunks:
             previous, classes, candidates, unsure = retrieve(conn, models, top_k, search=search, only=chunk)
             if unsure:  # rare: rescore these (only these) against every compatible profile
                 _, _, full, _ = retrieve(conn, models, None, search="exact", only=unsure)
@@ -233,6 +238,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             run.decide_and_write(conn, previous, classes, candidates)
         conn.execute(sa.update(t.reid_assignment_runs).where(t.reid_assignment_runs.c.run_id == run_id).values(
             config={"top_k": top_k, "search": search, "rescored_against_all_profiles": run.rescored,
+                    **({} if detection_ids is None else {"only_detections": len(detection_ids)}),
                     "antler_constraint": None if antlers is None else {
                         "tolerance": antler_tolerance, "changed": run.antler_changes}},
             n_considered=run.considered, n_assigned=run.assigned))

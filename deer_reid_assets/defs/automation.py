@@ -27,10 +27,34 @@ ANTLER_FEATURES = (
     | dg.AutomationCondition.code_version_changed().since_last_handled()
 )
 
+# Uploads: the job `ingest_upload` carries each batch from its photos to its assignments itself
+# (defs/upload.py: the published versions, the current profiles). A new camera_images partition
+# therefore requests `detections` (and with it the whole chain) only while `detections` has never
+# been materialized, i.e. on a fresh install before the first run of the graph; afterwards an upload
+# recomputes nothing of the collection. A new code version still recomputes it.
+FROM_UPLOADS = (
+    (dg.AutomationCondition.newly_missing()
+     | (dg.AutomationCondition.any_deps_updated() & dg.AutomationCondition.missing())).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+) | dg.AutomationCondition.code_version_changed().since_last_handled()
+
+# The evaluation and the report are off the upload path: once a night (03:00 UTC), when their code
+# changes, or on demand (the UI, `deer-reid report` / `evaluate`); never after an upload or a
+# matching run. They wait while something above them is running.
+NIGHTLY_CRON = "0 3 * * *"
+NIGHTLY = (
+    (dg.AutomationCondition.cron_tick_passed(NIGHTLY_CRON) | dg.AutomationCondition.code_version_changed())
+    .since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label(f"nightly ({NIGHTLY_CRON} UTC) or new code version")
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "deer_reid_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="Recomputes stale assets (new uploads, a new model version or code version) every 15 s.",
+    description="Every 15 s: recomputes what a new model version or code version made stale (uploads are carried "
+    "by their own job, ingest_upload); requests reid_evaluation and embedding_report once a night.",
 )

@@ -16,7 +16,7 @@ from deer_reid_assets.core.matcher_setup import current_ensemble, matcher_setup
 from deer_reid_assets.core.store import queries
 
 from .antlers import antler_features
-from .automation import DOWNSTREAM
+from .automation import NIGHTLY
 from .common import OWNERS, core_errors, figure, md_image, percent, rate
 from .embeddings import published_embeddings
 from .matching import deer_assignments, ensemble_weights
@@ -72,12 +72,12 @@ class EvaluationConfig(dg.Config):
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="2",
-    automation_condition=DOWNSTREAM,
+    automation_condition=NIGHTLY,
     description="Re-ID evaluation of the published baseline embeddings: assignment rate, false-match rate, rank-1, "
     "mAP, the threshold sweep and the best threshold at FMR <= 5%, on a seeded identity-aware split with held-out "
     "individuals; plus what deer_assignments actually wrote, scored against hidden ground truth (false matches, buck "
     "misidentification: bucks assigned to a wrong buck), and the antler point counts per side from stored keypoints "
-    "against the ground truth. JSON + plot.",
+    "against the ground truth. JSON + plot. Runs nightly (03:00 UTC) or on demand, never after an upload.",
 )
 def reid_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, database: DatabaseResource,
                     image_store: ImageStoreResource) -> dg.MaterializeResult:
@@ -143,14 +143,15 @@ class ReportConfig(dg.Config):
     kinds={"numpy", "postgres"},
     owners=OWNERS,
     code_version="1",
-    automation_condition=DOWNSTREAM,
+    automation_condition=NIGHTLY,
     description="Before/after report (the roadmap's validate_embeddings): baseline ResNet50, multi-scale ResNet50 "
     "alone, EfficientNet-B0 alone, the roadmap's 0.6/0.4 ensemble, the tuned ensemble and (once trained) the "
     "fine-tuned triplet model, on the same test queries "
     "of the same seeded split: assignment rate, false-match rate, buck misidentification rate, rank-1, mAP, best "
     "threshold under the budget and mean true-match similarity with its change against the baseline; then the "
     "configuration the matcher uses '+ antler constraint' (profiles' per-season point counts from the gallery's "
-    "stored keypoints, each query's from its own). Table, plot and JSON.",
+    "stored keypoints, each query's from its own). Table, plot and JSON. Runs nightly (03:00 UTC) or on demand, "
+    "never after an upload.",
 )
 def embedding_report(context: dg.AssetExecutionContext, config: ReportConfig, database: DatabaseResource,
                      image_store: ImageStoreResource) -> dg.MaterializeResult:

@@ -12,7 +12,7 @@ from deer_reid_assets.core.ingest import crops as crops_core
 from deer_reid_assets.core.ingest import detector, importer
 from deer_reid_assets.core.store import existing_uploads, queries
 
-from .automation import DOWNSTREAM
+from .automation import DOWNSTREAM, FROM_UPLOADS
 from .common import OWNERS, md_table, progress_logger
 from .placement import gpu_step
 from .resources import ComputeResource, DatabaseResource, ImageStoreResource
@@ -101,7 +101,7 @@ class DetectionsConfig(dg.Config):
     owners=OWNERS,
     code_version="1",
     **gpu_step(),
-    automation_condition=DOWNSTREAM,
+    automation_condition=FROM_UPLOADS,
     description="Deer detections of every photo. Photos that came with a sidecar already have theirs; photos without "
     "one are run through an ultralytics YOLO detector when `detector_weights` is configured.",
 )

@@ -36,7 +36,8 @@ class ImageStoreResource(dg.ConfigurableResource):
 
     root: Optional[str] = Field(default=None, description="Store root; unset = $DEER_REID_HOME/store.")
     upload_dir: Optional[str] = Field(default=None, description="Folder cameras write into; unset = <root>/uploads.")
-    upload_settle_seconds: float = Field(default=5.0, description="A photo must be this old and unchanged to be taken.")
+    upload_settle_seconds: float = Field(
+        default=3.0, description="A photo is taken once nothing has written to it for this many seconds (its age).")
     upload_max_files_per_tick: int = Field(default=500, description="Photos submitted per sensor evaluation at most.")
 
     @property

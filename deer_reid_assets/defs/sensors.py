@@ -11,13 +11,33 @@ from deer_reid_assets.core.store import existing_uploads
 
 from .ingest import camera_images, upload_batches
 from .resources import DatabaseResource, ImageStoreResource
+from .upload import upload_assignments
 
 ingest_upload_job = dg.define_asset_job(
     "ingest_upload",
-    selection=[camera_images],
+    selection=[camera_images, upload_assignments],
     partitions_def=upload_batches,
-    description="Import one batch of uploaded photos (the sensor launches it; automation does the rest).",
+    description="One batch of uploaded photos from import to assignments (the sensors launch it): camera_images, then "
+    "upload_assignments (detect, crop, embed with the published versions, match only the new detections).",
 )
+
+
+
+def execution(context: dg.SensorEvaluationContext) -> dict:
+    """Run config that runs an upload's steps in the run's own process (no second Python start, torch
+    import and code load per step) where the job has Dagster's default executor; a code location with
+    another executor (Celery, Kubernetes: celery_definitions / k8s_definitions) keeps its own."""
+    repo = context.repository_def
+    if repo is None or not repo.has_job(ingest_upload_job.name):
+        return {}
+    if repo.get_job(ingest_upload_job.name).executor_def.name != dg.multi_or_in_process_executor.name:
+        return {}
+    return {"execution": {"config": {"in_process": {}}}}
+
+
+# The daemon's sensor loop runs every 5 s (dagster's MIN_INTERVAL_LOOP_TIME); an interval below that makes
+# every loop evaluate these sensors (at 5 s exactly, a loop that comes a little early would skip one).
+SENSOR_INTERVAL_SECONDS = 2
 
 
 RETRY_LIMIT = 5  # attempts per batch in all (the first run included)
@@ -61,10 +81,11 @@ camera_upload_sensor_name = "camera_upload_sensor"
 @dg.sensor(
     name=camera_upload_sensor_name,
     job=ingest_upload_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once its size and "
-    "modification time have stayed the same between two evaluations; submitted photos are remembered in the cursor "
+    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once it has not "
+    "changed for ImageStoreResource.upload_settle_seconds (its age; 3 s by default) and did not change since the "
+    "last evaluation; submitted photos are remembered in the cursor "
     "and never submitted twice; at most max_files per evaluation (bursts spread over several); names that escape "
     "the folder are refused and logged. Photos are grouped into batches per camera and capture day. A batch whose "
     "import run failed is requested again (backing off, at most 5 attempts). The folder is "
@@ -85,7 +106,8 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
         dg.RunRequest(
             run_key=f"{batch.key}:{batch.fingerprint}",
             partition_key=batch.key,
-            run_config={"ops": {"camera_images": {"config": {"source_dir": str(uploads), "files": batch.files}}}},
+            run_config={"ops": {"camera_images": {"config": {"source_dir": str(uploads), "files": batch.files}}},
+                        **execution(context)},
             tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.files)), ATTEMPT_TAG: "1"},
         )
         for batch in result.batches
@@ -105,7 +127,7 @@ def camera_upload_sensor(context: dg.SensorEvaluationContext, image_store: Image
 
 @dg.sensor(
     job=ingest_upload_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the existing system's database: photos its API stored and its worker's detector finished "
     "(processing_status 'completed', detections written) since the cursor become camera_images runs, one per camera "
@@ -122,7 +144,7 @@ def existing_system_sensor(context: dg.SensorEvaluationContext, database: Databa
         dg.RunRequest(
             run_key=f"db:{batch.key}:{batch.image_ids[0]}:{len(batch.image_ids)}",
             partition_key=batch.key,
-            run_config={"ops": {"camera_images": {"config": {"image_ids": batch.image_ids}}}},
+            run_config={"ops": {"camera_images": {"config": {"image_ids": batch.image_ids}}}, **execution(context)},
             tags={"deer-reid/upload-batch": batch.key, "deer-reid/photos": str(len(batch.image_ids)),
                   "deer-reid/source": "existing-system"},
         )

@@ -243,7 +243,8 @@ def _insert_version(version: str, family: str, embedder: Embedder, config: dict)
 
 def _write_vectors(conn: sa.Connection, version: str, detection_ids: list[str], vectors: np.ndarray) -> None:
     _check_vectors(vectors, version)
-    conn.execute(sa.insert(t.reid_embeddings),
+    # an upload's run may have added the same crop's vector to this version meanwhile (core/upload_path.py)
+    conn.execute(pg_insert(t.reid_embeddings).on_conflict_do_nothing(),
                  [{"version": version, "detection_id": d, "embedding": v} for d, v in zip(detection_ids, vectors)])
 
 

@@ -32,10 +32,13 @@ class DetectReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def pending_images(conn: sa.Connection) -> list[tuple[str, str]]:
-    i = t.images
-    return [(r[0], r[1]) for r in conn.execute(
-        sa.select(i.c.id, i.c.path).where(i.c.processing_status == "pending").order_by(i.c.id))]
+def pending_images(conn: sa.Connection, image_batches: list[str] | None = None) -> list[tuple[str, str]]:
+    """(id, path) of the photos waiting for the detector (of ``image_batches`` only, when given)."""
+    i, f = t.images, t.reid_image_files
+    query = sa.select(i.c.id, i.c.path).where(i.c.processing_status == "pending").order_by(i.c.id)
+    if image_batches:
+        query = query.join(f, f.c.image_id == i.c.id).where(f.c.import_batch.in_(image_batches))
+    return [(r[0], r[1]) for r in conn.execute(query)]
 
 
 DETECTOR_DIRS_ENV = "DEER_REID_DETECTOR_DIRS"
@@ -92,10 +95,12 @@ def load_detector(weights: str | Path):
 
 def detect_pending(engine: sa.Engine, weights: str | Path | None, *, classes: list[str] | None = None,
                    min_confidence: float = 0.25, image_size: int = 640, device: str = "cpu",
-                   progress: Callable[[int, int], None] | None = None) -> DetectReport:
-    """Run the detector on every pending photo; without ``weights`` it only counts them."""
+                   progress: Callable[[int, int], None] | None = None,
+                   image_batches: list[str] | None = None) -> DetectReport:
+    """Run the detector on every pending photo (of ``image_batches`` only, when given); without
+    ``weights`` it only counts them."""
     with engine.connect() as conn:
-        todo = pending_images(conn)
+        todo = pending_images(conn, image_batches)
     report = DetectReport(weights=str(weights) if weights else None, pending_before=len(todo))
     if weights:
         check_detector_weights(weights)  # refused before anything else, even with nothing to do

@@ -11,13 +11,15 @@ What one :func:`scan_uploads` does
   Only names ending in :data:`IMAGE_SUFFIXES` (any case) count. Hidden files and folders (name starts
   with ``.``) are skipped silently, and so are other suffixes, which covers temp names such as
   ``x.jpg.part`` / ``x.jpg.tmp`` / ``x.jpg~`` (:data:`TEMP_SUFFIXES` is checked first anyway).
-* **Two scans per photo.** A file is *stable* when its ``(size, mtime_ns)`` equals what the previous
-  scan recorded for it in the cursor, its mtime is at least ``settle_seconds`` before ``now`` and its
-  size is > 0. A file seen for the first time (or one that changed) is only recorded as pending, so a
-  new photo is submitted on the second scan at the earliest (with a 15 s sensor interval: 15-30 s
-  after it stopped changing). A file whose mtime is in the future (camera clock ahead, timestamps
-  preserved by the copy) cannot pass the age test; it counts as settled once it stayed unchanged
-  across two scans at least ``settle_seconds`` apart, so it is not held back until that date.
+* **Settled by age.** A file is *stable* when its mtime is at least ``settle_seconds`` before
+  ``now`` (nothing has written to it for that long), its size is > 0, and its ``(size, mtime_ns)``
+  has not changed since the previous scan recorded it (a file first seen now has no earlier record
+  and passes on its age alone). So a photo is submitted by the first scan after it has stopped
+  changing for ``settle_seconds`` (with the default 3 s and a 5 s sensor interval: 3-8 s), not only
+  on a second scan. A file that changed since the last scan waits for the next one. A file whose
+  mtime is in the future (camera clock ahead, timestamps preserved by the copy) cannot pass the age
+  test; it counts as settled once it stayed unchanged across two scans at least ``settle_seconds``
+  apart, so it is not held back until that date.
 * **Never twice.** Submitted files are remembered by relative path in the cursor, forever (a file
   overwritten later under the same name is not submitted again; deleting a file does not forget it).
   Membership is by name, not by time, so a new file whose mtime is *older* than files already
@@ -245,7 +247,7 @@ def scan_uploads(
     cursor: str | None,
     *,
     now: float | None = None,
-    settle_seconds: float = 5.0,
+    settle_seconds: float = 3.0,
     max_files: int = 500,
 ) -> ScanResult:
     """One sensor evaluation over the upload folder ``root``; see the module docstring.
@@ -282,11 +284,12 @@ def scan_uploads(
             continue
         sig = (f.size, f.mtime_ns)
         new_pending[f.rel] = sig
+        before = state.pending.get(f.rel)
         settled = (
             now_ns - f.mtime_ns >= settle_ns
-            or (f.mtime_ns > now_ns and prev_scan_old_enough)  # future mtime: unchanged across a settle
+            or (f.mtime_ns > now_ns and before == sig and prev_scan_old_enough)  # future mtime: unchanged across a settle
         )
-        if state.pending.get(f.rel) == sig and f.size > 0 and settled:
+        if before in (None, sig) and f.size > 0 and settled:
             stable.append(f)
         else:
             waiting += 1

@@ -62,3 +62,16 @@ def latest_manifest_version(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
         return conn.execute(sa.text(
             "SELECT version FROM reid_training_manifests ORDER BY created_at DESC, version LIMIT 1")).scalar()
+
+
+def model_with_sha_prefix(engine: sa.Engine, prefix: str) -> dict | None:
+    """The registered model whose checkpoint's sha256 starts with ``prefix`` (a fine-tuned embedding
+    version's ``weights_id`` is ``reid-<sha256[:12]>``), when its file is still there and unchanged."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM reid_models WHERE checkpoint_sha256 LIKE :p ORDER BY created_at DESC"),
+                            {"p": f"{prefix}%"}).mappings().all()
+    for row in rows:
+        path = Path(row["checkpoint_path"])
+        if path.is_file() and sha256_file(path) == row["checkpoint_sha256"]:
+            return dict(row)
+    return None
