@@ -29,7 +29,13 @@ def tiny_dataset(tmp_path: Path, n: int = 6) -> Path:
 def test_one_tiny_epoch_from_the_yaml_on_cpu(tmp_path, monkeypatch):
     data = tiny_dataset(tmp_path)
     pil_open = Image.open
-    result = detector.train(data, tmp_path / "model", profile="cpu", device="cpu", weights_dir=tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(5)  # ultralytics sets min(8, cores - 1) for the whole process: 5 only on 6 cores
+    try:
+        result = detector.train(data, tmp_path / "model", profile="cpu", device="cpu", weights_dir=tmp_path)
+        assert torch.get_num_threads() == 5  # restored: the run's later model steps keep their threads
+    finally:
+        torch.set_num_threads(threads)
     assert result.start == "yolov8n-pose.yaml" and result.pretrained is False
     assert result.checkpoint.is_file() and result.checkpoint.stat().st_size > 1_000_000
     assert {"box_mAP50-95", "pose_mAP50-95", "val_bucks", "val_bucks_missed"} <= set(result.metrics)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from deer_reid_assets.core.threads import torch_threads_kept
+
 PRETRAINED = "yolov8n-pose.pt"
 ARCHITECTURE = "yolov8n-pose.yaml"
 PROFILES = {
@@ -56,6 +58,7 @@ def start_point(weights_dir: Path | None) -> tuple[str, bool]:
     return ARCHITECTURE, False
 
 
+@torch_threads_kept()
 def train(data_yaml: Path, out_dir: Path, *, profile: str = "cpu", epochs: int | None = None,
           device: str | None = None, weights_dir: Path | None = None, settings_dir: Path | None = None,
           seed: int = 0) -> TrainResult:
@@ -87,6 +90,7 @@ def train(data_yaml: Path, out_dir: Path, *, profile: str = "cpu", epochs: int |
                        metrics=metrics)
 
 
+@torch_threads_kept()
 def keypoint_error(checkpoint: Path, data_yaml: Path, *, split: str = "val", device: str = "cpu",
                    imgsz: int = 640) -> dict[str, float]:
     """Mean distance between predicted and annotated keypoints, as a fraction of the annotated box's

@@ -19,6 +19,7 @@ from deer_reid_assets.core import classes
 from deer_reid_assets.core.antlers import detector, layout
 from deer_reid_assets.core.store import antler_annotations as q
 from deer_reid_assets.core.store import antler_keypoints as kp_store
+from deer_reid_assets.core.threads import torch_threads_kept
 
 MIN_IOU = 0.3
 
@@ -33,6 +34,7 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
     return inter / union if union > 0 else 0.0
 
 
+@torch_threads_kept()
 def predict_keypoints(engine: sa.Engine, model: dict, *, device: str = "cpu", settings_dir: Path,
                       min_iou: float = MIN_IOU) -> dict:
     """Run ``model`` (a ``reid_antler_models`` row) on every buck detection without a person's

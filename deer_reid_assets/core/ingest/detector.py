@@ -17,6 +17,7 @@ from PIL import Image
 
 from deer_reid_assets.core.ingest.imaging import ImageError, load_image
 from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.threads import torch_threads_kept
 
 
 class DetectorError(ValueError):
@@ -93,6 +94,7 @@ def load_detector(weights: str | Path):
         raise DetectorError(f"detector weights {path} could not be loaded: {exc}") from exc
 
 
+@torch_threads_kept()
 def detect_pending(engine: sa.Engine, weights: str | Path | None, *, classes: list[str] | None = None,
                    min_confidence: float = 0.25, image_size: int = 640, device: str = "cpu",
                    progress: Callable[[int, int], None] | None = None,
