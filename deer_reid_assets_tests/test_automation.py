@@ -75,7 +75,7 @@ def test_evaluation_and_report_are_requested_once_a_night_not_after_matching(wor
     night = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0) + timedelta(days=1)
     at_night = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_matching.cursor,
                                                  evaluation_time=night + timedelta(minutes=1))
-    assert _requested(at_night) - {"physical_features"} == {"reid_evaluation", "embedding_report"}
+    assert _requested(at_night) == {"reid_evaluation", "embedding_report"}
 
 
 def test_code_version_bump_requests_the_model_and_its_downstream(world):
