@@ -128,6 +128,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=None, help="loader processes (default: the embedders' own)")
     parser.add_argument("--families", default=",".join(families.PRETRAINED))
+    parser.add_argument("--crops-dir", type=Path, default=None,
+                        help="use the first --crops image files under this folder (e.g. real labelled crops, "
+                        "DIR/<animal>/<photo>) instead of synthetic ones")
     parser.add_argument("--through-database", type=int, default=0, metavar="PHOTOS",
                         help="also time embed_crops of the three families on this many synthetic photos "
                         "(about 1.1 detections each; 6400 is about the seed database's 6,982 detections)")
@@ -143,7 +146,13 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="deer_reid_bench_embed_"))
     rows = []
     try:
-        paths = write_crops(folder, n)
+        if args.crops_dir is not None:
+            paths = sorted(p for p in args.crops_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+            if not paths:
+                raise SystemExit(f"--crops-dir {args.crops_dir}: no .jpg/.jpeg/.png files")
+            n = len(paths)
+        else:
+            paths = write_crops(folder, n)
         for name in names:
             embedder = Embedder(name, "random", image_size=args.image_size, device=device, batch_size=batch,
                                 loader_workers=workers)
@@ -156,7 +165,8 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\n{n} crop files (160-640 px JPEG), {args.image_size} px, batch {batch}, {workers} loader worker(s), "
+    source = f"from {args.crops_dir}" if args.crops_dir else "(160-640 px JPEG)"
+    print(f"\n{n} crop files {source}, {args.image_size} px, batch {batch}, {workers} loader worker(s), "
           f"seeded random weights, device {device}")
     print(f"machine: {where}\n")
     print("| family | raw forward img/s | files end to end img/s | ratio | in-memory PIL img/s | ratio |")
