@@ -72,3 +72,21 @@ def test_default_workers_and_bad_settings() -> None:
         list(file_batches([], SIZE, 0))
     with pytest.raises(ValueError, match="workers"):
         list(file_batches([], SIZE, 2, workers=-1))
+
+
+def test_finetuned_embedder_streams_batches_equal_to_the_whole(crop_files: list[Path], tmp_path: Path) -> None:
+    from deer_reid_assets.core.embed.finetuned import FinetunedEmbedder
+    from deer_reid_assets.core.reid.checkpoints import atomic_save
+    from deer_reid_assets.core.reid.config import TrainConfig
+    from deer_reid_assets.core.reid.network import CHECKPOINT_FORMAT, ReIDNet
+
+    model = ReIDNet("random", arch="resnet18", seed=0)
+    config = TrainConfig(image_size=SIZE, arch="resnet18", backbone_weights="random")
+    atomic_save({"format": CHECKPOINT_FORMAT, "config": config.to_json(), "dim": model.dim, "arch": model.arch,
+                 "last_stride": model.last_stride, "model": model.state_dict(), "epoch": 1, "val_mAP": 0.5, "val_rank1": 0.5,
+                 "backbone_weights": {"source": "random", "weights_id": "r", "description": "random"}},
+                tmp_path / "m.pt")
+    embedder = FinetunedEmbedder(tmp_path / "m.pt", batch_size=3)
+    batches = list(embedder.embed_batches(crop_files))
+    assert [len(b) for b in batches] == [3, 3, 1]  # one array per batch, one loader
+    np.testing.assert_allclose(np.concatenate(batches), embedder.embed_files(crop_files), rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ from deer_reid_assets.core.embed.embedder import Embedder
 from deer_reid_assets.core.embed.loading import default_workers
 from deer_reid_assets.core.embed.projection import FeatureProjection
 from deer_reid_assets.core.families import EMBEDDING_DIM, FINETUNED
-from deer_reid_assets.core.reid.data import Images, embed_dataset, eval_transform
+from deer_reid_assets.core.reid.data import Images, embed_dataset_batches, eval_transform
 from deer_reid_assets.core.reid.training import embed_images, load_reid_model
 
 
@@ -45,16 +45,21 @@ class FinetunedEmbedder:
 
     def raw_features_files(self, paths: Sequence[Path | str], workers: int | None = None) -> np.ndarray:
         """Embeddings of crop files, decoded in loader workers on a GPU (none on a CPU)."""
+        out = list(self._file_batches(paths, workers))
+        return np.concatenate(out) if out else np.empty((0, self.raw_dim), np.float32)
+
+    def _file_batches(self, paths: Sequence[Path | str], workers: int | None = None) -> Iterator[np.ndarray]:
         n_workers = workers if workers is not None else self.loader_workers
         n_workers = default_workers(self.device) if n_workers is None else n_workers
         dataset = Images(list(paths), [0] * len(paths), eval_transform(self.image_size))
-        return embed_dataset(self.model, dataset, self.device, self.batch_size, num_workers=n_workers)
+        return embed_dataset_batches(self.model, dataset, self.device, self.batch_size, num_workers=n_workers)
 
     def embed_batches(self, paths: Sequence[Path | str]) -> Iterator[np.ndarray]:
-        """Unit vectors of crop files, a few batches at a time (so the caller can write as it goes)."""
-        step = self.batch_size * 8
-        for start in range(0, len(paths), step):
-            yield self.embed_files(paths[start : start + step])
+        """Unit vectors of crop files, one array per batch from one loader (the caller writes as it goes)."""
+        if self.projection is None:
+            self.projection = identity_projection()
+        for raw in self._file_batches(paths):
+            yield self.projection.transform(raw)
 
     def embed_files(self, paths: Sequence[Path | str]) -> np.ndarray:
         if self.projection is None:

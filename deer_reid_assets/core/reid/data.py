@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -182,25 +182,32 @@ def autocast_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def embed_dataset(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 64, num_workers: int = 0,
-                  amp: bool = True) -> np.ndarray:
-    """``(N, dim)`` float32 unit vectors of a dataset of ``(tensor, label)`` in eval mode."""
+def embed_dataset_batches(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 64,
+                          num_workers: int = 0, amp: bool = True) -> Iterator[np.ndarray]:
+    """Unit vectors of a dataset of ``(tensor, label)`` in eval mode, one float32 array per batch, from
+    one loader (its workers start once)."""
     cuda = device.startswith("cuda")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
     try:
-        with torch.inference_mode():
-            for x, _ in loader:
+        for x, _ in loader:
+            with torch.inference_mode():  # per batch: the mode must not leak into the caller between yields
                 x = x.to(device, non_blocking=True)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=autocast_dtype() if cuda else torch.bfloat16, enabled=cuda and amp):
                     emb = model(x)
-                out.append(F.normalize(emb.float(), dim=1).cpu().numpy())
+                batch = F.normalize(emb.float(), dim=1).cpu().numpy()
+            yield batch
     finally:
         model.train(was_training)
+
+
+def embed_dataset(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 64, num_workers: int = 0,
+                  amp: bool = True) -> np.ndarray:
+    """``(N, dim)`` float32 unit vectors of a dataset of ``(tensor, label)`` in eval mode."""
+    out = list(embed_dataset_batches(model, dataset, device, batch_size, num_workers, amp))
     if not out:
         return np.empty((0, getattr(model, "dim", 0)), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
