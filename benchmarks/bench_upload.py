@@ -169,8 +169,10 @@ def main() -> None:
         instance, engine, data, later, prep = _prepare(home, args.images, args.upload * args.repeats, args.image_size)
         torch_s, code_s = _import_seconds("torch"), _import_seconds("deer_reid_assets.definitions")
         started = time.time()
+        # cwd=home: Dagster reads a .env in the daemon's directory over this environment (a checkout's
+        # .env from `deer-reid demo` would send the code location to another home).
         daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                                   str(REPO / "workspace.yaml")], cwd=REPO, env=dict(os.environ),
+                                   str(REPO / "workspace.yaml")], cwd=home, env=dict(os.environ),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_daemon(instance)
         time.sleep(12)  # code server up, first sensor and automation ticks done

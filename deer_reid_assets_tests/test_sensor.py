@@ -76,18 +76,27 @@ def test_batches_per_camera_and_day_and_never_twice(instance, tmp_path):
 
 def test_file_still_being_written_waits(instance, tmp_path):
     uploads = tmp_path / "uploads"
-    growing = _photo(uploads / "cam01" / "big.jpg", 1, mtime=time.time())  # written just now
+    growing = _photo(uploads / "cam01" / "big.jpg", 1)
+    whole = growing.read_bytes()
+    growing.write_bytes(whole[: len(whole) // 2])  # the first half written just now: young and incomplete
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=600)
     first = _tick(instance, store, None)
     assert first.run_requests == [] and "still being written" in first.skip_reason.skip_message  # too young
     store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=1)
     with open(growing, "ab") as handle:  # the camera is still writing (its clock says an hour ago)
-        handle.write(b"\0" * 100)
+        handle.write(whole[len(whole) // 2 :] + b"\0" * 100)
     os.utime(growing, (OLD, OLD))
     second = _tick(instance, store, first.cursor)
     assert second.run_requests == []  # changed since the last evaluation: waits, however old it looks
     third = _tick(instance, store, second.cursor)
     assert _files(third) == ["cam01/big.jpg"]
+
+
+def test_a_whole_photo_written_just_now_goes_at_once(instance, tmp_path):
+    uploads = tmp_path / "uploads"
+    _photo(uploads / "cam01" / "new.jpg", 2, mtime=time.time())  # a whole JPEG, copied in a moment ago
+    store = ImageStoreResource(root=str(tmp_path / "store"), upload_dir=str(uploads), upload_settle_seconds=600)
+    assert _files(_tick(instance, store, None)) == ["cam01/new.jpg"]  # its bytes say it is whole: no settle wait
 
 
 def test_burst_of_1200_is_spread_over_evaluations_within_the_time_limit(instance, tmp_path):

@@ -83,9 +83,10 @@ camera_upload_sensor_name = "camera_upload_sensor"
     job=ingest_upload_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted once it has not "
-    "changed for ImageStoreResource.upload_settle_seconds (its age; 3 s by default) and did not change since the "
-    "last evaluation; submitted photos are remembered in the cursor "
+    description="Watches the upload folder (<upload>/<camera>/<photo>). A photo is submitted as soon as its bytes "
+    "say it is whole (a JPEG's segments and end marker, a PNG's IEND), otherwise once it has not changed for "
+    "ImageStoreResource.upload_settle_seconds (its age; 3 s by default); either way it must not have changed since "
+    "the last evaluation. Submitted photos are remembered in the cursor "
     "and never submitted twice; at most max_files per evaluation (bursts spread over several); names that escape "
     "the folder are refused and logged. Photos are grouped into batches per camera and capture day. A batch whose "
     "import run failed is requested again (backing off, at most 5 attempts). The folder is "

@@ -20,6 +20,12 @@ What one :func:`scan_uploads` does
   mtime is in the future (camera clock ahead, timestamps preserved by the copy) cannot pass the age
   test; it counts as settled once it stayed unchanged across two scans at least ``settle_seconds``
   apart, so it is not held back until that date.
+* **Complete photos need no wait.** With ``trust_complete`` (the default) a JPEG or PNG whose own
+  structure says it is whole (:mod:`complete_files`: JPEG segments inside the file and EOI at its end,
+  PNG ending with IEND) and whose size is the scanned one counts as settled at once, whatever its age:
+  an upload is then picked up by the first sensor evaluation after the copy ends (0-5 s with
+  Dagster's 5 s sensor loop) instead of 3-8 s. Only files younger than the settle time are opened,
+  for a few bytes each.
 * **Never twice.** Submitted files are remembered by relative path in the cursor, forever (a file
   overwritten later under the same name is not submitted again; deleting a file does not forget it).
   Membership is by name, not by time, so a new file whose mtime is *older* than files already
@@ -94,6 +100,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deer_reid_assets.core.ingest.complete_files import is_complete_photo
 from deer_reid_assets.core.ingest.safe_paths import TEMP_SUFFIXES, UNKNOWN_CAMERA, Seen, walk_photos  # noqa: F401
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}  # compared lower-cased
@@ -249,6 +256,7 @@ def scan_uploads(
     now: float | None = None,
     settle_seconds: float = 3.0,
     max_files: int = 500,
+    trust_complete: bool = True,
 ) -> ScanResult:
     """One sensor evaluation over the upload folder ``root``; see the module docstring.
 
@@ -288,6 +296,7 @@ def scan_uploads(
         settled = (
             now_ns - f.mtime_ns >= settle_ns
             or (f.mtime_ns > now_ns and before == sig and prev_scan_old_enough)  # future mtime: unchanged across a settle
+            or (trust_complete and is_complete_photo(os.path.join(real_root, f.rel), f.size))
         )
         if before in (None, sig) and f.size > 0 and settled:
             stable.append(f)
