@@ -90,3 +90,20 @@ def test_finetuned_embedder_streams_batches_equal_to_the_whole(crop_files: list[
     batches = list(embedder.embed_batches(crop_files))
     assert [len(b) for b in batches] == [3, 3, 1]  # one array per batch, one loader
     np.testing.assert_allclose(np.concatenate(batches), embedder.embed_files(crop_files), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_forward_on_a_cpu_agrees_with_fp32(crop_files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with bf16 units the pretrained embedders run their forward pass in bf16 autocast
+    (``DEER_REID_CPU_BF16`` forces either way; elsewhere bf16 is emulated, slower but the same maths):
+    the features keep their direction (cosine >= 0.999 per crop) while the numbers do differ."""
+    images = [load_image(p) for p in crop_files]
+    features = {}
+    for flag, precision in (("0", "fp32"), ("1", "bf16")):
+        monkeypatch.setenv("DEER_REID_CPU_BF16", flag)
+        embedder = Embedder("efficientnet", "random", seed=0, image_size=SIZE, batch_size=4)
+        assert embedder.precision == precision
+        features[precision] = embedder.raw_features(images)
+    a, b = features["fp32"], features["bf16"]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.999
+    assert not np.allclose(a, b, rtol=1e-6, atol=1e-7)  # it really ran in another precision

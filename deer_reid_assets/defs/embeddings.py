@@ -77,7 +77,7 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
             # audit says so, and the published versions stay as they are.
             context.log.warning(str(exc.__cause__))
             return dg.MaterializeResult(metadata={"version": "none", "skipped": str(exc.__cause__)})
-        context.log.info(f"weights: {embedder.weights.description}")
+        context.log.info(f"weights: {embedder.weights.description}; forward in {embedder.precision} on {embedder.device}")
         with compute.exclusive(engine):
             report = versions.embed_crops(
                 engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
@@ -89,6 +89,7 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
             "weights": embedder.weights.description,
             "weights_source": embedder.weights.source,
             "device": embedder.device,
+            "precision": embedder.precision,
             "image_size": embedder.image_size,
             "new_vectors": report.new_vectors,
             "total_vectors": report.total_vectors,

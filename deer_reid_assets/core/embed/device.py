@@ -32,7 +32,8 @@ _CPU_BF16: bool | None = None
 
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 natively (Intel AMX or AVX512-BF16, as oneDNN uses them); there
-    bf16 autocast makes training steps faster, elsewhere it is emulated and slower. ``DEER_REID_CPU_BF16``
+    bf16 autocast makes training steps and the pretrained embedders' forward passes faster, elsewhere it is
+    emulated and slower. ``DEER_REID_CPU_BF16``
     = 0 / 1 overrides the check."""
     global _CPU_BF16
     override = os.environ.get("DEER_REID_CPU_BF16", "").strip()

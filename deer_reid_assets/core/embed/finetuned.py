@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from deer_reid_assets.core.embed.device import resolve_device
@@ -14,7 +15,7 @@ from deer_reid_assets.core.embed.embedder import Embedder
 from deer_reid_assets.core.embed.loading import default_workers
 from deer_reid_assets.core.embed.projection import FeatureProjection
 from deer_reid_assets.core.families import EMBEDDING_DIM, FINETUNED
-from deer_reid_assets.core.reid.data import Images, embed_dataset_batches, eval_transform
+from deer_reid_assets.core.reid.data import Images, autocast_dtype, embed_dataset_batches, eval_transform
 from deer_reid_assets.core.reid.training import embed_images, load_reid_model
 
 
@@ -39,6 +40,9 @@ class FinetunedEmbedder:
         self.image_size = int(self.config["image_size"])
         self.batch_size = batch_size
         self.projection: FeatureProjection | None = None
+        # autocast on a GPU; fp32 on a CPU (a small model: it is validated in fp32 while training)
+        cuda = self.device.startswith("cuda")
+        self.precision = ("bf16" if autocast_dtype() == torch.bfloat16 else "fp16") if cuda else "fp32"
 
     def raw_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         return embed_images(self.model, images, self.image_size, self.device, self.batch_size)
