@@ -45,3 +45,10 @@ def test_commands_refuse_an_unmigrated_database(empty_db_url, reid_home, tmp_pat
 def test_embedded_status_when_not_running(reid_home):
     result = _run(["db", "status"], {"DATABASE_URL": ""})
     assert result.exit_code == 1 and "is not running (deer-reid db start)" in result.output
+
+
+def test_demo_refuses_a_bad_epoch_count_before_doing_anything(reid_home):
+    result = _run(["demo", "--epochs", "0"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "deer-reid demo: --epochs must be at least 1, got 0"
+    assert not (reid_home / "demo_data").exists()  # nothing generated, no database started
