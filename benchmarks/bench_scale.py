@@ -13,7 +13,8 @@ For each (detections, profiles) it times, each step in a fresh child process:
   ``"hnsw"`` (retrieval, decisions and every write), per matched detection; recall@1 is the share
   of matched detections whose HNSW best profile is the exact scan's;
 * evaluation: ``core.evaluation.protocol.evaluate_version`` (what ``reid_evaluation`` runs per model:
-  labelled set, stored split, vectors, profiles, matching, sweep, rank-1/mAP).
+  labelled set, stored split, then profiles, matching, sweep and rank-1/mAP with the vectors read
+  1,024 at a time, ``core/evaluation/streamed.py``).
 
 Peak memory is the child's RSS high-water mark (Linux ``VmHWM``, reset just before the step) above
 its RSS before the step: the Python side only (the PostgreSQL server's memory is not included). Not a test.

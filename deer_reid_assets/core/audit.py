@@ -24,10 +24,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from deer_reid_assets.core import families
-from deer_reid_assets.core.embed.versions import coverage, load_embeddings, published_version
-from deer_reid_assets.core.evaluation.profiles import build_profiles, match_to_profiles
-from deer_reid_assets.core.evaluation.protocol import labelled_matrices
-from deer_reid_assets.core.evaluation.report import evaluate
+from deer_reid_assets.core.embed.versions import coverage, published_version
+from deer_reid_assets.core.evaluation.profiles import match_to_profiles
+from deer_reid_assets.core.evaluation.protocol import evaluate_version
+from deer_reid_assets.core.evaluation.streamed import ProfileSums, unit_rows
+from deer_reid_assets.core.store import vectors as stored_vectors
 
 REGRESSION_METRICS = ("rank1", "mAP", "best_assignment_rate")
 
@@ -86,9 +87,8 @@ def _norm_violations(conn: sa.Connection, version: str) -> int:
 
 
 def _val_summary(engine: sa.Engine, version: str, threshold: float, max_fmr: float, seed: int) -> dict:
-    subset, (matrix,), split = labelled_matrices(engine, [version], seed=seed)
-    report = evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
-                              threshold=threshold, query_set="val", max_false_match_rate=max_fmr)
+    report = evaluate_version(engine, version, threshold=threshold, query_set="val", seed=seed,
+                              max_false_match_rate=max_fmr)
     summary = report.summary()
     summary["best_assignment_rate"] = summary["best_assignment_rate"] or 0.0
     return summary
@@ -173,41 +173,53 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
                         f"{old['rank1']:.3f} ({method})")
 
 
-def _assign_in_memory(conn: sa.Connection, version: str, threshold: float) -> dict[str, str | None]:
-    """What the single-model matcher would assign with ``version`` (profiles from the labels)."""
-    ids, vectors = load_embeddings(conn, version)
+def _assign_streamed(conn: sa.Connection, version: str, threshold: float, chunk: int = 2000) -> dict[str, str | None]:
+    """What the single-model matcher would assign with ``version`` (profiles from the labels),
+    reading the vectors ``chunk`` at a time: labelled ones for the profiles, then the queries."""
     rows = conn.execute(sa.text(
         """SELECT d.id::text, d.deer_id::text, d.is_reviewed, COALESCE(d.corrected_classification, d.classification, 'unknown'),
                   dr.sex::text FROM detections d LEFT JOIN deer dr ON dr.id = d.deer_id
-           WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE""")).all()
-    info = {r[0]: r for r in rows}
-    index = {d: i for i, d in enumerate(ids)}
-    labelled = [d for d in ids if info.get(d) and info[d][2] and info[d][1]]
-    queries = [d for d in ids if info.get(d) and not info[d][2]]
+           WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE ORDER BY d.id""")).all()
+    ids = [r[0] for r in rows]
+    embedded = stored_vectors.embedded(conn, version, ids)
+    labelled = [r for r, e in zip(rows, embedded) if e and r[2] and r[1]]
+    queries = [r for r, e in zip(rows, embedded) if e and not r[2]]
+    del rows, ids
     if not labelled or not queries:
-        return {d: None for d in queries}
-    profiles = build_profiles(vectors[[index[d] for d in labelled]], [info[d][1] for d in labelled],
-                                      [info[d][4] or "unknown" for d in labelled])
-    matches = match_to_profiles(vectors[[index[d] for d in queries]], profiles, [info[d][3] for d in queries])
-    return {d: (name if sim is not None and np.isfinite(sim) and sim >= threshold else None)
-            for d, name, sim in zip(queries, matches.best_name, matches.best_similarity)}
+        return {r[0]: None for r in queries}
+    sums = ProfileSums([r[1] for r in labelled], [r[4] or "unknown" for r in labelled])
+    for start in range(0, len(labelled), chunk):
+        _, matrix = stored_vectors.read_chunk(conn, version, [r[0] for r in labelled[start:start + chunk]])
+        sums.add(start, unit_rows(matrix))
+    profiles = sums.profiles()
+    out: dict[str, str | None] = {}
+    for start in range(0, len(queries), chunk):
+        part = queries[start:start + chunk]
+        _, matrix = stored_vectors.read_chunk(conn, version, [r[0] for r in part])
+        matches = match_to_profiles(matrix, profiles, [r[3] for r in part])
+        out.update((r[0], name if sim is not None and np.isfinite(sim) and sim >= threshold else None)
+                   for r, name, sim in zip(part, matches.best_name, matches.best_similarity))
+    return out
 
 
 def _would_change(engine: sa.Engine, version: str, against: str, threshold: float, sample_size: int):
     with engine.connect() as conn:
-        new, old = _assign_in_memory(conn, version, threshold), _assign_in_memory(conn, against, threshold)
-        crops = dict(conn.execute(sa.text("SELECT detection_id::text, path FROM reid_crops WHERE status = 'ok'")).all())
+        new, old = _assign_streamed(conn, version, threshold), _assign_streamed(conn, against, threshold)
+        common = [d for d in new if d in old]
+        changed = sorted(d for d in common if new[d] != old[d])
+        shown = changed[:sample_size]
+        crops = dict(conn.execute(sa.text(
+            "SELECT detection_id::text, path FROM reid_crops WHERE status = 'ok' AND detection_id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": shown}).all())
         example = dict(conn.execute(sa.text(
             """SELECT DISTINCT ON (d.deer_id) d.deer_id::text, c.path FROM detections d
                JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
                WHERE d.is_reviewed AND d.deer_id IS NOT NULL ORDER BY d.deer_id, d.id""")).all())
         names = dict(conn.execute(sa.text("SELECT id::text, name FROM deer")).all())
-    common = [d for d in new if d in old]
-    changed = sorted(d for d in common if new[d] != old[d])
     sample = [{"detection": d, "crop": crops.get(d), "now": names.get(old[d]) if old[d] else None,
                "now_crop": example.get(old[d]) if old[d] else None,
                "then": names.get(new[d]) if new[d] else None, "then_crop": example.get(new[d]) if new[d] else None}
-              for d in changed[:sample_size]]
+              for d in shown]
     return len(changed), len(common), sample
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core.families import FAMILIES
 from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import vectors as stored_vectors
 from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 if TYPE_CHECKING:  # torch is imported only where models run
@@ -414,32 +415,14 @@ def load_embeddings(conn: sa.Connection, version: str) -> tuple[list[str], np.nd
     return [r[0] for r in rows], np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
-_VECTORS_OF = sa.text(
-    "SELECT detection_id::text, vector_send(embedding) FROM reid_embeddings "
-    "WHERE version = :version AND detection_id = ANY(CAST(:ids AS uuid[]))"
-)
-
-
 def load_vectors(conn: sa.Connection, version: str, detection_ids: list[str], *, chunk: int = 5000
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(found, matrix): row i of the float32 matrix is the embedding of ``detection_ids[i]`` in
     ``version`` where ``found[i]`` (zeros elsewhere). Read ``chunk`` ids at a time in pgvector's
-    binary form (no text parsing, no list of every row), so memory is the matrix itself."""
-    position = {d: i for i, d in enumerate(detection_ids)}
+    binary form (``store.vectors.read_chunk``), so memory is the matrix itself."""
     matrix = np.zeros((len(detection_ids), t.EMBEDDING_DIM), dtype=np.float32)
     found = np.zeros(len(detection_ids), dtype=bool)
     for start in range(0, len(detection_ids), chunk):
-        ids = detection_ids[start:start + chunk]
-        for det, raw in conn.execute(_VECTORS_OF, {"version": version, "ids": ids}):
-            i = position[det]
-            matrix[i] = _from_binary(raw)
-            found[i] = True
+        found[start:start + chunk], matrix[start:start + chunk] = stored_vectors.read_chunk(
+            conn, version, detection_ids[start:start + chunk])
     return found, matrix
-
-
-def _from_binary(raw: bytes) -> np.ndarray:
-    """pgvector's binary vector: uint16 dimensions, uint16 unused, then big-endian float32 values."""
-    dim = int.from_bytes(raw[:2], "big")
-    if dim != t.EMBEDDING_DIM:
-        raise ValueError(f"stored embedding has {dim} dimensions, expected {t.EMBEDDING_DIM}")
-    return np.frombuffer(raw, dtype=">f4", count=dim, offset=4)

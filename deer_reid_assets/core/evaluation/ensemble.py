@@ -14,7 +14,7 @@ vectors (rank-1 / mAP) are exactly the weighted sums of the per-model cosines to
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from deer_reid_assets.core.evaluation.report import EvaluationReport, evaluate
 from deer_reid_assets.core.evaluation.scores import json_safe
 from deer_reid_assets.core.evaluation.splits import QUERY_SETS, EvalSplit
+from deer_reid_assets.core.evaluation.streamed import Rows, evaluate_streamed
 from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 ROADMAP_WEIGHT = 0.6  # the roadmap's starting point: 0.6 * ResNet50 + 0.4 * EfficientNet-B0
@@ -141,6 +142,15 @@ def _check_weights(weights: Sequence[float]) -> list[float]:
     return values
 
 
+def _check_search(weights: Sequence[float], max_false_match_rate: float, query_set: str) -> list[float]:
+    grid = _check_weights(weights)
+    if not (math.isfinite(float(max_false_match_rate)) and 0.0 <= float(max_false_match_rate) <= 1.0):
+        raise ValueError(f"max_false_match_rate must be in [0, 1]; got {max_false_match_rate!r}")
+    if query_set not in QUERY_SETS:
+        raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
+    return grid
+
+
 def search_weights(
     a: np.ndarray,
     b: np.ndarray,
@@ -169,11 +179,7 @@ def search_weights(
     in ``weights``): weight, threshold (None when nothing qualifies), assignment_rate and
     false_match_rate at that threshold (None then), meets_budget, rank1, mAP.
     """
-    grid = _check_weights(weights)
-    if not (math.isfinite(float(max_false_match_rate)) and 0.0 <= float(max_false_match_rate) <= 1.0):
-        raise ValueError(f"max_false_match_rate must be in [0, 1]; got {max_false_match_rate!r}")
-    if query_set not in QUERY_SETS:
-        raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
+    grid = _check_search(weights, max_false_match_rate, query_set)
     left = unit_norm_rows(a, "a", UNIT_NORM_TOLERANCE)
     right = unit_norm_rows(b, "b", UNIT_NORM_TOLERANCE)
     if left.shape[0] != right.shape[0]:
@@ -186,6 +192,36 @@ def search_weights(
             query_set=query_set, max_false_match_rate=max_false_match_rate, blocks=blocks,
         )
 
+    return _search(grid, run, max_false_match_rate, query_set)
+
+
+def search_weights_streamed(
+    rows_at: Callable[[float], Rows],
+    dims: tuple[int, int],
+    detection_ids: Sequence[str],
+    identities: Sequence[str],
+    classifications: Sequence[str | None] | None,
+    split: EvalSplit,
+    *,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    max_false_match_rate: float = 0.05,
+    query_set: str = "val",
+) -> EnsembleChoice:
+    """:func:`search_weights` with each weight's ensemble rows read a chunk at a time:
+    ``rows_at(w)`` is a source (see :mod:`core.evaluation.streamed`) of the rows
+    :func:`ensemble_vectors` makes at weight ``w``; ``dims`` are the two models' dimensions."""
+    grid = _check_search(weights, max_false_match_rate, query_set)
+
+    def run(weight: float) -> EvaluationReport:
+        blocks = [(0, dims[0], weight), (dims[0], dims[0] + dims[1], 1.0 - weight)]
+        return evaluate_streamed(rows_at(weight), detection_ids, identities, classifications, split,
+                                 query_set=query_set, max_false_match_rate=max_false_match_rate, blocks=blocks)
+
+    return _search(grid, run, max_false_match_rate, query_set)
+
+
+def _search(grid: list[float], run: Callable[[float], EvaluationReport], max_false_match_rate: float,
+            query_set: str) -> EnsembleChoice:
     rows = [_curve_row(w, run(w)) for w in grid]
     curve = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 

@@ -127,29 +127,46 @@ def build_profiles(
     order = np.argsort(member_of, kind="stable")  # rows grouped by deer, in their original order
     bounds = np.searchsorted(member_of[order], np.arange(len(names) + 1))
     vectors = np.zeros((len(names), matrix.shape[1]), dtype=matrix.dtype)
-    profile_sexes = []
+    sexes_of_profiles = []
     for p, name in enumerate(names):
         members = order[bounds[p]:bounds[p + 1]]
-        mean = matrix[members].mean(axis=0)
-        if checked is None:
-            norm = np.linalg.norm(mean)
-            if norm == 0:
-                raise ValueError(f"embeddings of identity {name!r} average to the zero vector")
-            vectors[p] = mean / norm
-        else:
-            for start, stop, weight in checked:
-                if weight == 0.0:
-                    continue  # contributes nothing to any similarity; stays zero
-                part = mean[start:stop]
-                norm = np.linalg.norm(part)
-                if norm == 0:
-                    raise ValueError(
-                        f"embeddings of identity {name!r} average to the zero vector in block "
-                        f"({start}, {stop})"
-                    )
-                vectors[p, start:stop] = part * (math.sqrt(weight) / norm)
-        profile_sexes.append(_profile_sex([classes[i] for i in members]))
-    return Profiles(names=names, vectors=vectors, sexes=profile_sexes)
+        vectors[p] = unit_profile(name, matrix[members].mean(axis=0), checked)
+        sexes_of_profiles.append(_profile_sex([classes[i] for i in members]))
+    return Profiles(names=names, vectors=vectors, sexes=sexes_of_profiles)
+
+
+def unit_profile(name: str, mean: np.ndarray, blocks: list[Block] | None) -> np.ndarray:
+    """A deer's profile from the mean of its unit rows: L2-normalised, or per block (checked
+    ``blocks``) normalised and scaled by ``sqrt(weight)``; a zero mean raises ValueError naming the deer."""
+    vector = np.zeros_like(mean)
+    if blocks is None:
+        norm = np.linalg.norm(mean)
+        if norm == 0:
+            raise ValueError(f"embeddings of identity {name!r} average to the zero vector")
+        return mean / norm
+    for start, stop, weight in blocks:
+        if weight == 0.0:
+            continue  # contributes nothing to any similarity; stays zero
+        part = mean[start:stop]
+        norm = np.linalg.norm(part)
+        if norm == 0:
+            raise ValueError(f"embeddings of identity {name!r} average to the zero vector in block ({start}, {stop})")
+        vector[start:stop] = part * (math.sqrt(weight) / norm)
+    return vector
+
+
+def profile_sexes(identities: Sequence[str], classes: Sequence[str | None] | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(sorted names, each row's profile index, each profile's sex by majority of its rows' classes):
+    what a profile is, without its vector."""
+    labels = identity_labels(identities, "identities")
+    if classes is not None:
+        check_length(classes, len(labels), "sexes", "identities")
+    sexes = [normalise_sex(s) for s in classes] if classes is not None else ["unknown"] * len(labels)
+    names, member_of = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    votes: list[list[str]] = [[] for _ in names]
+    for row, p in enumerate(member_of):
+        votes[p].append(sexes[row])
+    return [str(n) for n in names], member_of.reshape(-1), [_profile_sex(v) for v in votes]
 
 
 @dataclass

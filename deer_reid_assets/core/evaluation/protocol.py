@@ -14,18 +14,22 @@ Two views, both computed, never typed in:
 from __future__ import annotations
 
 import hashlib
+import sys
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
 
 from deer_reid_assets.core import families
-from deer_reid_assets.core.embed.versions import load_vectors
-from deer_reid_assets.core.evaluation import ensemble
-from deer_reid_assets.core.evaluation.report import EvaluationReport, evaluate
-from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_roles
+from deer_reid_assets.core.evaluation import ensemble, streamed
+from deer_reid_assets.core.evaluation.report import EvaluationReport
+from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_by_hash, split_roles, unit_hash
 from deer_reid_assets.core.store import queries
 from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import vectors as stored_vectors
+from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 
 @dataclass
@@ -48,13 +52,17 @@ SPLIT_KEY_SQL = "COALESCE(f.sha256, d.image_id::text) || ':' || d.bbox::text"
 any database (a re-import, a fresh demo), so two runs compare like with like."""
 
 
-def labelled_set(conn: sa.Connection) -> LabelledSet:
-    """Detections of known identity: hidden ground truth where present, else a person's label."""
-    rows = conn.execute(sa.text(
+def _labelled_rows(conn: sa.Connection) -> Iterator[tuple[str, str, str, str, str]]:
+    """(detection id, identity, class, split key, burst) of each labelled detection, read 5,000 at
+    a time; split keys are made unique in SQL (as :func:`unique_keys` does); an identity, class or
+    burst is one string object however many detections share it."""
+    result = conn.execution_options(stream_results=True, yield_per=5000).execute(sa.text(
         f"""
         SELECT d.id::text, COALESCE(gt.identity, dr.name, dr.id::text) AS identity,
                COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
-               {SPLIT_KEY_SQL} AS split_key, COALESCE(d.burst_group_id::text, '') AS burst
+               {SPLIT_KEY_SQL} || CASE WHEN row_number() OVER (PARTITION BY {SPLIT_KEY_SQL} ORDER BY d.id) > 1
+                   THEN '#' || row_number() OVER (PARTITION BY {SPLIT_KEY_SQL} ORDER BY d.id) ELSE '' END AS split_key,
+               COALESCE(d.burst_group_id::text, '') AS burst
         FROM detections d
         LEFT JOIN reid_image_files f ON f.image_id = d.image_id
         LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
@@ -63,9 +71,31 @@ def labelled_set(conn: sa.Connection) -> LabelledSet:
           AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
         ORDER BY d.id
         """
-    )).all()
-    return LabelledSet([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], unique_keys([r[3] for r in rows]),
-                       groups=[r[4] for r in rows])
+    ))
+    for det, identity, cls, key, burst in result:
+        yield det, sys.intern(identity), sys.intern(cls), key, sys.intern(burst)
+
+
+def labelled_set(conn: sa.Connection) -> LabelledSet:
+    """Detections of known identity: hidden ground truth where present, else a person's label."""
+    columns: tuple[list, ...] = ([], [], [], [], [])
+    for row in _labelled_rows(conn):
+        for column, value in zip(columns, row):
+            column.append(value)
+    ids, identities, classes, keys, groups = columns
+    return LabelledSet(ids, identities, classes, keys, groups=groups)
+
+
+def _labelled_hashes(conn: sa.Connection, seed: int) -> tuple[LabelledSet, np.ndarray]:
+    """The labelled set without split keys or bursts, and each detection's split hash ``u``
+    (:func:`splits.split_by_hash`): what an evaluation keeps per detection."""
+    ids, identities, classes, u = [], [], [], array("d")
+    for det, identity, cls, key, burst in _labelled_rows(conn):
+        ids.append(det)
+        identities.append(identity)
+        classes.append(cls)
+        u.append(unit_hash(seed, "detection", burst or key))
+    return LabelledSet(ids, identities, classes, [], groups=None), np.frombuffer(u, dtype=np.float64)
 
 
 def unique_keys(keys: list[str]) -> list[str]:
@@ -93,15 +123,24 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
     the hash-based split never moves a detection that was already placed)."""
     split = identity_split(labelled.split_keys, labelled.identities, seed=seed, groups=labelled.groups,
                                    held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
-    roles = split_roles(split, len(labelled.detection_ids))
+    _record_split(engine, labelled.detection_ids, labelled.identities, split, name)
+    return split
+
+
+def _record_split(engine: sa.Engine, detection_ids: list[str], identities: list[str], split: EvalSplit,
+                  name: str) -> None:
+    """Add the detections not recorded yet to ``reid_eval_splits`` (5,000 at a time)."""
+    roles = split_roles(split, len(detection_ids))
     s = t.reid_eval_splits
     with engine.begin() as conn:
-        known = set(conn.execute(sa.select(s.c.detection_id).where(s.c.split_name == name)).scalars())
-        rows = [{"split_name": name, "detection_id": d, "identity": i, "role": str(r)}
-                for d, i, r in zip(labelled.detection_ids, labelled.identities, roles) if d not in known]
-        if rows:
-            conn.execute(sa.insert(s), rows)
-    return split
+        for start in range(0, len(roles), 5000):
+            part = slice(start, start + 5000)
+            known = set(conn.execute(sa.select(s.c.detection_id).where(
+                s.c.split_name == name, s.c.detection_id.in_(detection_ids[part]))).scalars())
+            rows = [{"split_name": name, "detection_id": d, "identity": i, "role": str(r)}
+                    for d, i, r in zip(detection_ids[part], identities[part], roles[part]) if d not in known]
+            if rows:
+                conn.execute(sa.insert(s), rows)
 
 
 def query_detections(conn: sa.Connection, split_name: str = "default") -> list[str]:
@@ -111,36 +150,82 @@ def query_detections(conn: sa.Connection, split_name: str = "default") -> list[s
         {"s": split_name}).scalars())
 
 
-def labelled_matrices(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
-                      ) -> tuple[LabelledSet, list[np.ndarray], EvalSplit]:
-    """The labelled detections embedded in every one of ``versions``, one matrix per version (same
-    row order), and the stored seeded split over exactly those detections."""
+def labelled_subset(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
+                    ) -> tuple[LabelledSet, EvalSplit]:
+    """The labelled detections embedded in every one of ``versions`` (asked of the store, no vector
+    read) and the stored seeded split over exactly those detections."""
     with engine.connect() as conn:
-        labelled = labelled_set(conn)
-        loaded = [load_vectors(conn, v, labelled.detection_ids) for v in versions]  # labelled rows only
-    keep = np.flatnonzero(np.logical_and.reduce([found for found, _ in loaded]))
+        labelled, u = _labelled_hashes(conn, seed)
+        found = np.logical_and.reduce([stored_vectors.embedded(conn, v, labelled.detection_ids) for v in versions])
+    keep = np.flatnonzero(found)
     if not keep.size:
         raise ValueError(f"no labelled detection is embedded in every one of {versions}: nothing to evaluate")
-    subset = labelled.subset(keep.tolist())
-    matrices = [matrix[keep] for _, matrix in loaded]
-    return subset, matrices, stored_split(engine, subset, name=split_name, seed=seed)
+    subset = LabelledSet(*([values[k] for k in keep] for values in
+                           (labelled.detection_ids, labelled.identities, labelled.classifications)), [])
+    del labelled
+    split = split_by_hash(u[keep], subset.identities, seed=seed)
+    _record_split(engine, subset.detection_ids, subset.identities, split, split_name)
+    return subset, split
+
+
+def stored_rows(engine: sa.Engine, versions: list[str], detection_ids: list[str],
+                combine: Callable[[list[np.ndarray]], np.ndarray], *, chunk: int = streamed.CHUNK) -> streamed.Rows:
+    """A source of rows (:mod:`core.evaluation.streamed`) read from the store ``chunk`` detections
+    at a time: each version's float32 vectors of those detections, ``combine``d into one row each."""
+    def rows(indices: np.ndarray) -> Iterator[np.ndarray]:
+        with engine.connect() as conn:
+            for start in range(0, len(indices), chunk):
+                ids = [detection_ids[i] for i in indices[start:start + chunk]]
+                parts = []
+                for version in versions:
+                    found, matrix = stored_vectors.read_chunk(conn, version, ids)
+                    if not found.all():
+                        raise ValueError(f"detection {ids[int(np.argmin(found))]} has no vector in {version} "
+                                         "any more (deleted during the evaluation?): evaluate again")
+                    parts.append(matrix)
+                yield combine(parts)
+    return rows
+
+
+def _weighted(models: dict[str, float]) -> tuple[Callable[[list[np.ndarray]], np.ndarray], list | None]:
+    """How a configuration's rows are made: one model's vectors as stored; several, the
+    concatenation of sqrt(weight) x each (float64) with the blocks of block-wise profiles."""
+    if len(models) == 1:
+        return (lambda parts: parts[0]), None
+    weights = list(models.values())
+    blocks = [(k * t.EMBEDDING_DIM, (k + 1) * t.EMBEDDING_DIM, w) for k, w in enumerate(weights)]
+    return (lambda parts: np.concatenate([np.sqrt(w) * p.astype(np.float64) for w, p in zip(weights, parts)],
+                                         axis=1)), blocks
 
 
 def evaluate_version(engine: sa.Engine, version: str, *, threshold: float = 0.40, query_set: str = "test",
-                     split_name: str = "default", seed: int = 0, max_false_match_rate: float = 0.05
-                     ) -> EvaluationReport:
-    """Held-out protocol for one embedding version."""
-    subset, (matrix,), split = labelled_matrices(engine, [version], split_name=split_name, seed=seed)
-    return evaluate(matrix, subset.detection_ids, subset.identities, subset.classifications, split,
-                            threshold=threshold, query_set=query_set, max_false_match_rate=max_false_match_rate)
+                     split_name: str = "default", seed: int = 0, max_false_match_rate: float = 0.05,
+                     chunk: int = streamed.CHUNK) -> EvaluationReport:
+    """Held-out protocol for one embedding version, its vectors read ``chunk`` at a time."""
+    subset, split = labelled_subset(engine, [version], split_name=split_name, seed=seed)
+    rows = stored_rows(engine, [version], subset.detection_ids, lambda parts: parts[0], chunk=chunk)
+    return streamed.evaluate_streamed(rows, subset.detection_ids, subset.identities, subset.classifications, split,
+                                      threshold=threshold, query_set=query_set,
+                                      max_false_match_rate=max_false_match_rate)
 
 
 def tune_ensemble(engine: sa.Engine, version_a: str, version_b: str, *, max_false_match_rate: float = 0.05,
-                  seed: int = 0) -> ensemble.EnsembleChoice:
-    """Search the ensemble weight and threshold on the validation queries."""
-    subset, (a, b), split = labelled_matrices(engine, [version_a, version_b], seed=seed)
-    return ensemble.search_weights(a, b, subset.detection_ids, subset.identities, subset.classifications, split,
-                                   max_false_match_rate=max_false_match_rate, query_set="val")
+                  seed: int = 0, chunk: int = streamed.CHUNK, weights=ensemble.DEFAULT_WEIGHTS
+                  ) -> ensemble.EnsembleChoice:
+    """Search the ensemble weight and threshold on the validation queries (each weight reads the
+    two versions' vectors again, ``chunk`` at a time)."""
+    subset, split = labelled_subset(engine, [version_a, version_b], seed=seed)
+
+    def rows_at(weight: float) -> streamed.Rows:
+        def combine(parts: list[np.ndarray]) -> np.ndarray:
+            left, right = (unit_norm_rows(p, name, UNIT_NORM_TOLERANCE) for p, name in zip(parts, ("a", "b")))
+            return ensemble.ensemble_vectors(left, right, weight)[0]
+        return stored_rows(engine, [version_a, version_b], subset.detection_ids, combine, chunk=chunk)
+
+    return ensemble.search_weights_streamed(rows_at, (t.EMBEDDING_DIM, t.EMBEDDING_DIM), subset.detection_ids,
+                                            subset.identities, subset.classifications, split,
+                                            weights=weights, max_false_match_rate=max_false_match_rate,
+                                            query_set="val")
 
 
 @dataclass
@@ -187,24 +272,15 @@ def evaluate_configurations(engine: sa.Engine, configurations: dict[str, dict[st
     several = the weighted sum of their cosines, evaluated exactly with block-wise profiles) on the
     same queries of the same split: the detections embedded by every version involved."""
     versions = sorted({v for models in configurations.values() for v in models})
-    subset, matrices, split = labelled_matrices(engine, versions, seed=seed)
-    by_version = dict(zip(versions, matrices))
+    subset, split = labelled_subset(engine, versions, seed=seed)
     reports = {}
     for name, models in configurations.items():
-        if len(models) == 1:
-            matrix, blocks = by_version[next(iter(models))], None
-        else:
-            parts, blocks, start = [], [], 0
-            for version, weight in models.items():
-                part = by_version[version].astype(np.float64)
-                parts.append(np.sqrt(weight) * part)
-                blocks.append((start, start + part.shape[1], weight))
-                start += part.shape[1]
-            matrix = np.concatenate(parts, axis=1)
-        reports[name] = evaluate(
-            matrix, subset.detection_ids, subset.identities, subset.classifications, split,
-            threshold=(thresholds or {}).get(name, threshold), query_set=query_set,
-            max_false_match_rate=max_false_match_rate, blocks=blocks, veto=(vetoes or {}).get(name))
+        combine, blocks = _weighted(models)
+        reports[name] = streamed.evaluate_streamed(
+            stored_rows(engine, list(models), subset.detection_ids, combine), subset.detection_ids,
+            subset.identities, subset.classifications, split, threshold=(thresholds or {}).get(name, threshold),
+            query_set=query_set, max_false_match_rate=max_false_match_rate, blocks=blocks,
+            veto=(vetoes or {}).get(name))
     return reports
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from deer_reid_assets.core.classes import sex_of
-from deer_reid_assets.core.evaluation.profiles import build_profiles, check_blocks, match_to_profiles
+from deer_reid_assets.core.evaluation.profiles import Matches, Profiles, build_profiles, check_blocks, match_to_profiles
 from deer_reid_assets.core.evaluation.scores import (
     assignment_metrics,
     best_threshold,
@@ -123,24 +123,10 @@ def evaluate(
     ``veto(query ids, profile names, gallery ids, gallery identities)`` (optional) returns a
     queries x profiles boolean matrix of pairs a hard constraint rules out (the antler constraint)."""
     matrix = embedding_matrix(embeddings, "embeddings")
-    n = matrix.shape[0]
-    ids = np.asarray(identity_labels(detection_ids, "detection_ids"), dtype=object)
-    labels = np.asarray(identity_labels(identities, "identities"), dtype=object)
-    check_length(ids, n, "detection_ids", "embeddings")
-    check_length(labels, n, "identities", "embeddings")
-    classes = None
-    if classifications is not None:
-        check_length(classifications, n, "classifications", "embeddings")
-        classes = np.asarray(list(classifications), dtype=object)
-    if query_set not in QUERY_SETS:
-        raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
-    threshold = check_threshold(threshold)
+    ids, labels, classes, threshold = check_inputs(detection_ids, identities, classifications, split, query_set,
+                                                   threshold, matrix.shape[0])
     if blocks is not None:
         blocks = check_blocks(blocks, matrix.shape[1])
-    for role in ("gallery", "val_query", "test_query"):
-        idx = getattr(split, role)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"split.{role} has indices outside the {n} embeddings")
 
     gallery = split.gallery
     queries = split.val_query if query_set == "val" else split.test_query
@@ -152,18 +138,50 @@ def evaluate(
                                               list(labels[gallery]))
     matches = match_to_profiles(matrix[queries], profiles, query_classes, excluded)
     truth = labels[queries]
-    profiled = set(profiles.names)
-
-    assignment = assignment_metrics(
-        matches.best_name, matches.best_similarity, truth, threshold, profiled
-    )
-    sweep = threshold_sweep(matches.best_name, matches.best_similarity, truth, profiled)
     same, different = similarity_distributions(matrix[queries], truth, profiles, max_different=MAX_DIFFERENT_PAIRS)
+    retrieval = retrieval_metrics(matrix[queries], truth, matrix[gallery], labels[gallery],
+                                  max_queries=MAX_RETRIEVAL_QUERIES)
+    return assemble_report(threshold, query_set, max_false_match_rate, split, profiles, ids[queries], truth,
+                           query_classes, matches, same, different, retrieval)
+
+
+def check_inputs(detection_ids: Sequence[str], identities: Sequence[str], classifications: Sequence[str | None] | None,
+                 split: EvalSplit, query_set: str, threshold: float, n: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """(ids, identities, classes or None, threshold) of ``n`` embeddings, checked: ValueError naming
+    the input that does not fit."""
+    ids = np.asarray(identity_labels(detection_ids, "detection_ids"), dtype=object)
+    labels = np.asarray(identity_labels(identities, "identities"), dtype=object)
+    check_length(ids, n, "detection_ids", "embeddings")
+    check_length(labels, n, "identities", "embeddings")
+    classes = None
+    if classifications is not None:
+        check_length(classifications, n, "classifications", "embeddings")
+        classes = np.asarray(list(classifications), dtype=object)
+    if query_set not in QUERY_SETS:
+        raise ValueError(f"query_set must be one of {QUERY_SETS}; got {query_set!r}")
+    threshold = check_threshold(threshold)
+    for role in ("gallery", "val_query", "test_query"):
+        idx = getattr(split, role)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"split.{role} has indices outside the {n} embeddings")
+    return ids, labels, classes, threshold
+
+
+def assemble_report(threshold: float, query_set: str, max_false_match_rate: float, split: EvalSplit,
+                    profiles: Profiles, query_ids: np.ndarray, truth: np.ndarray, query_classes: np.ndarray | None,
+                    matches: Matches, same: np.ndarray, different: np.ndarray, retrieval: dict[str, Any]
+                    ) -> EvaluationReport:
+    """The report from what was measured per query (best profile and similarity), the similarity
+    distributions and rank-1 / mAP: the part the in-memory and the streamed evaluation share."""
+    profiled = set(profiles.names)
+    assignment = assignment_metrics(matches.best_name, matches.best_similarity, truth, threshold, profiled)
+    sweep = threshold_sweep(matches.best_name, matches.best_similarity, truth, profiled)
     assigned = ~np.isnan(matches.best_similarity)
     assigned[assigned] = matches.best_similarity[assigned] >= threshold
     per_query = pd.DataFrame(
         {
-            "detection_id": ids[queries],
+            "detection_id": query_ids,
             "true_identity": truth,
             "best_name": matches.best_name,
             "best_similarity": matches.best_similarity,
@@ -175,8 +193,7 @@ def evaluate(
         threshold=threshold,
         assignment=assignment,
         best=best_threshold(sweep, max_false_match_rate),
-        retrieval=retrieval_metrics(matrix[queries], truth, matrix[gallery], labels[gallery],
-                                    max_queries=MAX_RETRIEVAL_QUERIES),
+        retrieval=retrieval,
         sweep=sweep,
         same_similarities=same,
         different_similarities=different,

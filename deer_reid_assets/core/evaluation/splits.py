@@ -74,20 +74,27 @@ def identity_split(
     check_length(labels, len(ids), "identities", "detection_ids")
     if len(set(ids)) != len(ids):
         raise ValueError("detection_ids must be unique")
+
+    if groups is not None:
+        check_length(list(groups), len(ids), "groups", "detection_ids")
+    keys = [g if groups is not None and (g := groups[i]) else d for i, d in enumerate(ids)]
+    u = np.array([unit_hash(seed, "detection", k) for k in keys], dtype=np.float64)
+    return split_by_hash(u, labels, seed=seed, held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
+
+
+def split_by_hash(u: np.ndarray, labels: Sequence[str], *, seed: int = 0, held_out_fraction: float = 0.2,
+                  gallery_fraction: float = 0.5) -> EvalSplit:
+    """:func:`identity_split` from each detection's ``u = unit_hash(seed, "detection", key)``
+    already computed (a caller reading detections a chunk at a time keeps a float, not the key)."""
     for name, value in (("held_out_fraction", held_out_fraction), ("gallery_fraction", gallery_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1]; got {value}")
-
     held_out = {
         identity
         for identity in set(labels)
         if unit_hash(seed, "identity", identity) < held_out_fraction
     }
-    if groups is not None:
-        check_length(list(groups), len(ids), "groups", "detection_ids")
-    keys = [g if groups is not None and (g := groups[i]) else d for i, d in enumerate(ids)]
-    u = np.array([unit_hash(seed, "detection", k) for k in keys], dtype=np.float64)
-    roles = np.empty(len(ids), dtype=object)
+    roles = np.empty(len(labels), dtype=object)
     val_cut = gallery_fraction + (1.0 - gallery_fraction) / 2.0
     by_identity: dict[str, list[int]] = {}
     for i, identity in enumerate(labels):
