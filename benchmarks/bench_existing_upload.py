@@ -4,15 +4,18 @@
 
 Builds the existing system's database (the test fixture's route and rows) on a throw-away embedded
 PostgreSQL, adopts it, runs the pipeline once (the collection already there), then records one new
-photo the way its API and worker do and times: the database sensor's evaluation, the camera_images
-run it asks for, and the downstream assets automation requests, up to deer_assignments writing the
-proposal. Seeded random weights (forward time does not depend on their values). Not a test.
+photo the way its API and worker do and times: the database sensor's evaluation, then the run it
+asks for, the job ``ingest_upload`` (``camera_images`` for that batch, then the upload fast path
+``upload_assignments``: crop, embed with the published versions, match, write the proposal),
+in-process. Seeded random weights (forward time does not depend on their values). A table, then the
+figures as JSON lines. Not a test; ``bench_upload.py`` times the folder route through the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -22,12 +25,14 @@ from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
+from figures import emit
 
 from deer_reid_assets.core.store import adopt, db
 from deer_reid_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from deer_reid_assets.defs.ingest import camera_images, upload_batches
 from deer_reid_assets.defs.resources import ComputeResource, DatabaseResource, ImageStoreResource, ModelWeightsResource
 from deer_reid_assets.defs.sensors import existing_system_sensor
+from deer_reid_assets.defs.upload import upload_assignments
 from deer_reid_assets_tests import existing_system
 
 UP_TO_PROPOSAL = {"detections", "crops", "baseline_embeddings", "multiscale_embeddings", "efficientnet_embeddings",
@@ -85,12 +90,13 @@ def main() -> None:
         request = result.run_requests[0]
         instance.add_dynamic_partitions(upload_batches.name, [request.partition_key])
         t = time.perf_counter()
-        assert dg.materialize([camera_images], resources=resources, instance=instance,
-                              partition_key=request.partition_key, run_config=request.run_config).success
-        timings["camera_images (one partition)"] = time.perf_counter() - t
-        t = time.perf_counter()
-        assert dg.materialize(_subset(UP_TO_PROPOSAL), resources=resources, instance=instance).success
-        timings["detections .. deer_assignments (in-process)"] = time.perf_counter() - t
+        run = dg.materialize([camera_images, upload_assignments], resources=resources, instance=instance,
+                             partition_key=request.partition_key, run_config=request.run_config)
+        assert run.success
+        timings["ingest_upload run: camera_images + upload_assignments (in-process)"] = time.perf_counter() - t
+        phases = run.asset_materializations_for_node("upload_assignments")[0].metadata["seconds"].value
+        for phase, seconds in phases.items():
+            timings[f"  of which {phase}"] = seconds
         with engine.connect() as conn:
             proposed = conn.execute(sa.text("SELECT count(*) FROM reid_match_proposals WHERE detection_id = :d"),
                                     {"d": det_id}).scalar()
@@ -99,6 +105,10 @@ def main() -> None:
         for name, seconds in timings.items():
             print(f"| {name} | {seconds:.2f} s |")
         print(f"proposal rows for the new detection: {proposed}")
+        device = f"cpu ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})"
+        emit("existing_upload_sensor_evaluation", timings["sensor evaluation"], "s", device)
+        emit("existing_upload_finished_detection_to_proposal", timings["total, finished detection -> proposal"],
+             "s", device)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 Each family produces raw pooled features in one forward pass per batch:
 
-* ``resnet50`` (the baseline of the existing system): torchvision ResNet50, global average pool of
+* ``resnet50`` (the baseline of the existing system): ResNet50 (torchvision's, built by ``resnet.py``
+  without importing torchvision), global average pool of
   ``layer4`` -> 2048-d.
 * ``multiscale``: the same ResNet50 trunk, global average pools of ``layer1..layer4``
   (256 + 512 + 1024 + 2048) concatenated -> 3840-d.
@@ -32,9 +33,9 @@ import torch.nn.functional as F
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import url_map as _EFFICIENTNET_URLS
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
 
 from deer_reid_assets.core.embed.device import resolve_device  # noqa: F401 - re-exported for core/reid
+from deer_reid_assets.core.embed.resnet import IMAGENET_WEIGHTS, ResNet
 from deer_reid_assets.core.families import EMBEDDING_DIM, FAMILIES, PRETRAINED
 
 MODEL_FAMILIES = PRETRAINED
@@ -43,7 +44,7 @@ RAW_DIMS = {name: FAMILIES[name].raw_dim for name in PRETRAINED}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_RESNET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
+_RESNET_WEIGHTS_NAME, _RESNET_WEIGHTS_URL = IMAGENET_WEIGHTS["resnet50"]
 _EFFICIENTNET_NAME = "efficientnet-b0"
 _WEIGHT_KEYWORDS = ("imagenet", "random", "auto")
 _PROBE_TIMEOUT_S = 3.0
@@ -79,7 +80,7 @@ class ResNetTrunk(nn.Module):
 
     def __init__(self, *, multiscale: bool) -> None:
         super().__init__()
-        net = resnet50(weights=None)
+        net = ResNet("resnet50")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.multiscale = multiscale
@@ -128,8 +129,8 @@ class _TrunkSpec:
     random_init: Callable[[nn.Module], None] = lambda trunk: None  # after the seeded default init
 
 
-_RESNET_SPEC = dict(imagenet_url=_RESNET_WEIGHTS.url, head_prefix="fc.", imagenet_name=_RESNET_WEIGHTS.name,
-                    imagenet_id=lambda cached: _RESNET_WEIGHTS.name.lower())
+_RESNET_SPEC = dict(imagenet_url=_RESNET_WEIGHTS_URL, head_prefix="fc.", imagenet_name=_RESNET_WEIGHTS_NAME,
+                    imagenet_id=lambda cached: _RESNET_WEIGHTS_NAME.lower())
 _TRUNKS: dict[str, _TrunkSpec] = {
     "resnet50": _TrunkSpec(new=lambda: ResNetTrunk(multiscale=False), **_RESNET_SPEC),
     "multiscale": _TrunkSpec(new=lambda: ResNetTrunk(multiscale=True), **_RESNET_SPEC),

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD
 from deer_reid_assets.core.embed.device import resolve_device
@@ -28,15 +27,33 @@ from deer_reid_assets.core.ingest.imaging import load_image
 ImageSource = Path | str | Image.Image | Callable[[], Image.Image]
 
 
-def train_augmentations(image_size: int, *, flip: bool = False) -> v2.Compose:
+class SquareTensor:
+    """PIL image -> ``(3, S, S)`` float in [0, 1]: a square resize (bilinear, antialiased, on the uint8
+    pixels, as torchvision's ``v2.Resize`` does them), then, when ``flip``, a horizontal flip with
+    probability 0.5 (torch's RNG), and ImageNet normalisation when ``normalise``. Plain torch: no
+    torchvision import (it costs about 3 s per process, see ``core/embed/resnet.py``)."""
+
+    def __init__(self, image_size: int, *, flip: bool = False, normalise: bool = False) -> None:
+        self.size, self.flip, self.normalise = image_size, flip, normalise
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        x = torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image)).permute(2, 0, 1)
+        if tuple(x.shape[1:]) != (self.size, self.size):
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
+        if self.flip and bool(torch.rand(1) < 0.5):
+            x = x.flip(-1)
+        x = x.float().div_(255.0)
+        if self.normalise:
+            x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return x
+
+
+def train_augmentations(image_size: int, *, flip: bool = False) -> SquareTensor:
     """PIL image -> ``(3, S, S)`` float in [0, 1]: the per-image part of training augmentation, a
     square resize (as at inference) and a horizontal flip only when ``flip`` (off by default: a flipped
     left flank is a fake right flank). The rest runs on whole batches: :class:`BatchAugment`."""
-    steps = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    return v2.Compose(steps)
+    return SquareTensor(image_size, flip=flip)
 
 
 # YIQ: a hue shift is a rotation of the (I, Q) chroma plane, one 3 x 3 matrix per image.
@@ -105,14 +122,9 @@ class BatchAugment:
         return x
 
 
-def eval_transform(image_size: int) -> v2.Compose:
+def eval_transform(image_size: int) -> SquareTensor:
     """PIL image -> ``(3, S, S)``: square resize (bilinear, antialiased), ImageNet normalisation."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return SquareTensor(image_size, normalise=True)
 
 
 def open_image(source: ImageSource) -> Image.Image:

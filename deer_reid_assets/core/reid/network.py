@@ -1,7 +1,7 @@
 """The deer-specific re-ID network and where its starting weights come from.
 
-:class:`ReIDNet`: a torchvision ResNet (18, 34 or 50; last stride 1 by default) without its
-classifier -> global average pool -> (``Linear(raw, dim)`` when the trunk is wider than ``dim``) =
+:class:`ReIDNet`: a ResNet (18, 34 or 50, torchvision's layout, from ``core/embed/resnet.py``; last stride 1 by
+default) without its classifier -> global average pool -> (``Linear(raw, dim)`` when the trunk is wider than ``dim``) =
 the **pre-BN feature**, which the triplet loss sees -> BN-neck (``BatchNorm1d``, bias frozen at 0) =
 the **BN-neck feature**, which the ID head sees and which, L2-normalised, is the embedding.
 
@@ -22,19 +22,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from deer_reid_assets.core.embed.backbones import LoadedWeights, WeightsUnavailableError
+from deer_reid_assets.core.embed.resnet import IMAGENET_WEIGHTS, ResNet
 from deer_reid_assets.core.families import EMBEDDING_DIM
 
 CHECKPOINT_FORMAT = "deer-reid-reidnet/1"
 RAW_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-_IMAGENET = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-}
+_IMAGENET = IMAGENET_WEIGHTS  # arch -> (torchvision's weights name, URL)
 KEYWORDS = ("auto", "imagenet", "random")
 
 
@@ -47,7 +43,7 @@ def file_sha12(path: Path) -> str:
 
 
 def imagenet_cache_path(arch: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_IMAGENET[arch].url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(_IMAGENET[arch][1]).name
 
 
 def read_reid_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -69,7 +65,7 @@ class Trunk(nn.Module):
         super().__init__()
         if arch not in RAW_DIMS:
             raise ValueError(f"arch must be one of {', '.join(RAW_DIMS)}; got {arch!r}")
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = ResNet(arch)
         if last_stride == 1:
             block = net.layer4[0]
             (block.conv2 if arch == "resnet50" else block.conv1).stride = (1, 1)
@@ -112,14 +108,14 @@ def build_trunk(arch: str, weights: str | Path, *, seed: int = 0, last_stride: i
                                     "numbers are not representative of ImageNet features", f"{arch}-random-s{seed}")
     if weights in ("imagenet", "auto"):
         try:
-            state = torch.hub.load_state_dict_from_url(_IMAGENET[arch].url, map_location="cpu", progress=False,
+            state = torch.hub.load_state_dict_from_url(_IMAGENET[arch][1], map_location="cpu", progress=False,
                                                        check_hash=True, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - offline, bad hash, corrupt file: all "unavailable"
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise WeightsUnavailableError(f"ImageNet weights for {arch} could not be loaded ({reason}); "
                                           f"put the file at {cached} or use weights='random'") from None
         load_torchvision_state(trunk, state, arch, f"ImageNet weights {cached}")
-        name = _IMAGENET[arch].name.lower()
+        name = _IMAGENET[arch][0].lower()
         return trunk, LoadedWeights("imagenet", f"{arch}: ImageNet {name} weights from {cached}", f"{arch}-{name}")
     path = Path(weights)
     if not path.is_file():
