@@ -144,7 +144,7 @@ def main() -> None:
     where = machine()
     names = [f.strip() for f in args.families.split(",") if f.strip()]
     folder = Path(tempfile.mkdtemp(prefix="deer_reid_bench_embed_"))
-    rows = []
+    rows, precision = [], "?"
     try:
         if args.crops_dir is not None:
             paths = sorted(p for p in args.crops_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
@@ -162,12 +162,13 @@ def main() -> None:
             images = [load_image(p) for p in paths]
             in_memory = n / timed(lambda e=embedder, im=images: e.raw_features(im))
             rows.append((name, raw, files, in_memory))
+            precision = embedder.precision
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     source = f"from {args.crops_dir}" if args.crops_dir else "(160-640 px JPEG)"
     print(f"\n{n} crop files {source}, {args.image_size} px, batch {batch}, {workers} loader worker(s), "
-          f"seeded random weights, device {device}")
+          f"seeded random weights, device {device}, forward in {precision}")
     print(f"machine: {where}\n")
     print("| family | raw forward img/s | files end to end img/s | ratio | in-memory PIL img/s | ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -142,7 +142,8 @@ def _one_drop(instance, engine, data: Path, photos: list[str], camera: str, time
         "between steps": ev["STEP_START:upload_assignments"] - ev["STEP_SUCCESS:camera_images"],
         "detect (sidecar detections; no detector weights here)": inner.get("detect", 0.0),
         "crop": inner.get("crop", 0.0),
-        "load models (torch import + backbones + projections)": inner.get("load_models", 0.0),
+        "import torch (device settings)": inner.get("import_torch", 0.0),
+        "load models (backbones + projections)": inner.get("load_models", 0.0),
         "embed (matcher's families)": inner.get("embed", 0.0),
         "select + match + write": inner.get("select", 0.0) + inner.get("match", 0.0),
         "drop -> every detection matched (poll, 0.1 s)": done - dropped,
@@ -210,7 +211,8 @@ def main() -> None:
     emit("upload_drop_to_assignments_max", max(total), "s", device)
     for key, name in (("sensor pickup (settle + sensor interval)", "upload_sensor_pickup"),
                       ("run process start (python, dagster, code location)", "upload_run_process_start"),
-                      ("load models (torch import + backbones + projections)", "upload_load_models"),
+                      ("import torch (device settings)", "upload_import_torch"),
+                      ("load models (backbones + projections)", "upload_load_models"),
                       ("embed (matcher's families)", "upload_embed"),
                       ("select + match + write", "upload_match")):
         emit(f"{name}_median", statistics.median(d[key] for d in drops), "s", device)

@@ -2,6 +2,7 @@
 to assignments, in the same run as its import (job ``ingest_upload``), without recomputing the
 collection. The plain code is ``core/upload_path.py``."""
 
+import time
 from typing import Optional
 
 import dagster as dg
@@ -49,15 +50,19 @@ def upload_assignments(context: dg.AssetExecutionContext, config: UploadAssignme
                        image_store: ImageStoreResource, compute: ComputeResource,
                        model_weights: ModelWeightsResource) -> dg.MaterializeResult:
     engine = database.get_engine()
+    started = time.perf_counter()
+    settings = embedder_settings(compute, model_weights)  # resolves the device: imports torch
+    settings_seconds = time.perf_counter() - started
     try:
         report = upload_path.process_batch(
-            engine, context.partition_key, image_store.root_path, embedder_settings(compute, model_weights),
+            engine, context.partition_key, image_store.root_path, settings,
             detector_weights=config.detector_weights, detector_classes=config.classes,
             min_confidence=config.min_confidence, log=context.log.warning, method=config.method,
             threshold=config.threshold, top_k=config.top_k, antler_tolerance=config.antler_tolerance,
             run_id=context.run_id)
     except ValueError as exc:  # a published version this deployment cannot rebuild, bad settings
         raise dg.Failure(f"upload batch {context.partition_key}: {exc}") from exc
+    report.seconds["import_torch"] = settings_seconds
     for det, reason in report.reject_examples:
         context.log.warning(f"detection {det} rejected: {reason}")
     assigned = report.assignment
