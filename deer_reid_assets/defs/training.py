@@ -91,6 +91,8 @@ class TrainingRunConfig(dg.Config):
     optimizer: Optional[str] = Field(default=None, description="'adam', 'adamw' or 'sgd'.")
     lr: Optional[float] = None
     batches_per_epoch: Optional[int] = None
+    val_every: Optional[int] = Field(default=None, description="Validate (and checkpoint) every this many epochs, "
+                                     "and after the last.")
     flip: Optional[bool] = Field(default=None, description="Horizontal flips (off: a flipped flank is a fake one).")
     num_workers: Optional[int] = None
 
