@@ -28,6 +28,7 @@ from deer_reid_assets.core.embed.versions import coverage, published_version
 from deer_reid_assets.core.evaluation.profiles import match_to_profiles
 from deer_reid_assets.core.evaluation.protocol import evaluate_version
 from deer_reid_assets.core.evaluation.streamed import ProfileSums, unit_rows
+from deer_reid_assets.core.store import audits
 from deer_reid_assets.core.store import vectors as stored_vectors
 
 REGRESSION_METRICS = ("rank1", "mAP", "best_assignment_rate")
@@ -80,12 +81,6 @@ class AuditResult:
                 "changed": self.changed, "compared": self.compared, "sample": self.sample}
 
 
-def _norm_violations(conn: sa.Connection, version: str) -> int:
-    return conn.execute(sa.text(
-        "SELECT count(*) FROM reid_embeddings WHERE version = :v AND NOT (abs(vector_norm(embedding) - 1) <= 1e-3)"
-    ), {"v": version}).scalar()
-
-
 def _val_summary(engine: sa.Engine, version: str, threshold: float, max_fmr: float, seed: int) -> dict:
     report = evaluate_version(engine, version, threshold=threshold, query_set="val", seed=seed,
                               max_false_match_rate=max_fmr)
@@ -97,15 +92,14 @@ def _val_summary(engine: sa.Engine, version: str, threshold: float, max_fmr: flo
 def audit_version(engine: sa.Engine, version: str, *, tolerance: float = 0.02, threshold: float = 0.40,
                   max_false_match_rate: float = 0.05, seed: int = 0, sample_size: int = 6) -> AuditResult:
     """Audit ``version`` against the published version of its family (see the module docstring)."""
-    v = sa.table("reid_embedding_versions", sa.column("version"), sa.column("model_family"), sa.column("status"))
     with engine.connect() as conn:
-        row = conn.execute(sa.select(v.c.model_family, v.c.status).where(v.c.version == version)).first()
+        row = audits.version_family_status(conn, version)
         if row is None:
             raise ValueError(f"no embedding version {version!r}")
         family, status = row
         against = published_version(conn, family)
         embedded, total = coverage(conn, version)
-        bad_norms = _norm_violations(conn, version)
+        bad_norms = audits.norm_violations(conn, version)
     result = AuditResult(version=version, family=family, against=against)
     result.checks.append({"check": "complete", "passed": status in ("complete", "published"), "detail": status})
     result.checks.append({"check": "coverage", "passed": embedded == total and total > 0,
@@ -176,10 +170,7 @@ def _ab_against_published_configuration(engine: sa.Engine, version: str, result:
 def _assign_streamed(conn: sa.Connection, version: str, threshold: float, chunk: int = 2000) -> dict[str, str | None]:
     """What the single-model matcher would assign with ``version`` (profiles from the labels),
     reading the vectors ``chunk`` at a time: labelled ones for the profiles, then the queries."""
-    rows = conn.execute(sa.text(
-        """SELECT d.id::text, d.deer_id::text, d.is_reviewed, COALESCE(d.corrected_classification, d.classification, 'unknown'),
-                  dr.sex::text FROM detections d LEFT JOIN deer dr ON dr.id = d.deer_id
-           WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE ORDER BY d.id""")).all()
+    rows = audits.valid_detections(conn)
     ids = [r[0] for r in rows]
     embedded = stored_vectors.embedded(conn, version, ids)
     labelled = [r for r, e in zip(rows, embedded) if e and r[2] and r[1]]
@@ -208,14 +199,7 @@ def _would_change(engine: sa.Engine, version: str, against: str, threshold: floa
         common = [d for d in new if d in old]
         changed = sorted(d for d in common if new[d] != old[d])
         shown = changed[:sample_size]
-        crops = dict(conn.execute(sa.text(
-            "SELECT detection_id::text, path FROM reid_crops WHERE status = 'ok' AND detection_id = ANY(CAST(:ids AS uuid[]))"),
-            {"ids": shown}).all())
-        example = dict(conn.execute(sa.text(
-            """SELECT DISTINCT ON (d.deer_id) d.deer_id::text, c.path FROM detections d
-               JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
-               WHERE d.is_reviewed AND d.deer_id IS NOT NULL ORDER BY d.deer_id, d.id""")).all())
-        names = dict(conn.execute(sa.text("SELECT id::text, name FROM deer")).all())
+        crops, example, names = audits.crop_paths(conn, shown), audits.example_crops(conn), audits.deer_names(conn)
     sample = [{"detection": d, "crop": crops.get(d), "now": names.get(old[d]) if old[d] else None,
                "now_crop": example.get(old[d]) if old[d] else None,
                "then": names.get(new[d]) if new[d] else None, "then_crop": example.get(new[d]) if new[d] else None}

@@ -14,7 +14,6 @@ Two views, both computed, never typed in:
 from __future__ import annotations
 
 import hashlib
-import sys
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,9 +25,15 @@ from deer_reid_assets.core import families
 from deer_reid_assets.core.evaluation import ensemble, streamed
 from deer_reid_assets.core.evaluation.report import EvaluationReport
 from deer_reid_assets.core.evaluation.splits import EvalSplit, identity_split, split_by_hash, split_roles, unit_hash
-from deer_reid_assets.core.store import queries
+from deer_reid_assets.core.store import evaluations, queries
 from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.store import vectors as stored_vectors
+from deer_reid_assets.core.store.evaluations import (  # noqa: F401 - re-exported: callers use protocol
+    SPLIT_KEY_SQL,
+    live_assignment_stats,
+    query_detections,
+    save_evaluation,
+)
 from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 
@@ -47,39 +52,10 @@ class LabelledSet:
                            groups=groups)
 
 
-SPLIT_KEY_SQL = "COALESCE(f.sha256, d.image_id::text) || ':' || d.bbox::text"
-"""What a detection is, independent of database ids: the same photo and box get the same split in
-any database (a re-import, a fresh demo), so two runs compare like with like."""
-
-
-def _labelled_rows(conn: sa.Connection) -> Iterator[tuple[str, str, str, str, str]]:
-    """(detection id, identity, class, split key, burst) of each labelled detection, read 5,000 at
-    a time; split keys are made unique in SQL (as :func:`unique_keys` does); an identity, class or
-    burst is one string object however many detections share it."""
-    result = conn.execution_options(stream_results=True, yield_per=5000).execute(sa.text(
-        f"""
-        SELECT d.id::text, COALESCE(gt.identity, dr.name, dr.id::text) AS identity,
-               COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
-               {SPLIT_KEY_SQL} || CASE WHEN row_number() OVER (PARTITION BY {SPLIT_KEY_SQL} ORDER BY d.id) > 1
-                   THEN '#' || row_number() OVER (PARTITION BY {SPLIT_KEY_SQL} ORDER BY d.id) ELSE '' END AS split_key,
-               COALESCE(d.burst_group_id::text, '') AS burst
-        FROM detections d
-        LEFT JOIN reid_image_files f ON f.image_id = d.image_id
-        LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
-        LEFT JOIN deer dr ON dr.id = d.deer_id AND d.is_reviewed IS TRUE
-        WHERE d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-          AND (gt.detection_id IS NOT NULL OR (d.is_reviewed IS TRUE AND d.deer_id IS NOT NULL))
-        ORDER BY d.id
-        """
-    ))
-    for det, identity, cls, key, burst in result:
-        yield det, sys.intern(identity), sys.intern(cls), key, sys.intern(burst)
-
-
 def labelled_set(conn: sa.Connection) -> LabelledSet:
     """Detections of known identity: hidden ground truth where present, else a person's label."""
     columns: tuple[list, ...] = ([], [], [], [], [])
-    for row in _labelled_rows(conn):
+    for row in evaluations.labelled_rows(conn):
         for column, value in zip(columns, row):
             column.append(value)
     ids, identities, classes, keys, groups = columns
@@ -90,7 +66,7 @@ def _labelled_hashes(conn: sa.Connection, seed: int) -> tuple[LabelledSet, np.nd
     """The labelled set without split keys or bursts, and each detection's split hash ``u``
     (:func:`splits.split_by_hash`): what an evaluation keeps per detection."""
     ids, identities, classes, u = [], [], [], array("d")
-    for det, identity, cls, key, burst in _labelled_rows(conn):
+    for det, identity, cls, key, burst in evaluations.labelled_rows(conn):
         ids.append(det)
         identities.append(identity)
         classes.append(cls)
@@ -123,31 +99,9 @@ def stored_split(engine: sa.Engine, labelled: LabelledSet, *, name: str = "defau
     the hash-based split never moves a detection that was already placed)."""
     split = identity_split(labelled.split_keys, labelled.identities, seed=seed, groups=labelled.groups,
                                    held_out_fraction=held_out_fraction, gallery_fraction=gallery_fraction)
-    _record_split(engine, labelled.detection_ids, labelled.identities, split, name)
+    evaluations.record_split(engine, labelled.detection_ids, labelled.identities,
+                             split_roles(split, len(labelled.detection_ids)), name)
     return split
-
-
-def _record_split(engine: sa.Engine, detection_ids: list[str], identities: list[str], split: EvalSplit,
-                  name: str) -> None:
-    """Add the detections not recorded yet to ``reid_eval_splits`` (5,000 at a time)."""
-    roles = split_roles(split, len(detection_ids))
-    s = t.reid_eval_splits
-    with engine.begin() as conn:
-        for start in range(0, len(roles), 5000):
-            part = slice(start, start + 5000)
-            known = set(conn.execute(sa.select(s.c.detection_id).where(
-                s.c.split_name == name, s.c.detection_id.in_(detection_ids[part]))).scalars())
-            rows = [{"split_name": name, "detection_id": d, "identity": i, "role": str(r)}
-                    for d, i, r in zip(detection_ids[part], identities[part], roles[part]) if d not in known]
-            if rows:
-                conn.execute(sa.insert(s), rows)
-
-
-def query_detections(conn: sa.Connection, split_name: str = "default") -> list[str]:
-    """Detections that are validation or test queries of the stored split: kept out of training."""
-    return list(conn.execute(sa.text(
-        "SELECT detection_id::text FROM reid_eval_splits WHERE split_name = :s AND role IN ('val_query', 'test_query')"),
-        {"s": split_name}).scalars())
 
 
 def labelled_subset(engine: sa.Engine, versions: list[str], *, split_name: str = "default", seed: int = 0
@@ -164,7 +118,8 @@ def labelled_subset(engine: sa.Engine, versions: list[str], *, split_name: str =
                            (labelled.detection_ids, labelled.identities, labelled.classifications)), [])
     del labelled
     split = split_by_hash(u[keep], subset.identities, seed=seed)
-    _record_split(engine, subset.detection_ids, subset.identities, split, split_name)
+    evaluations.record_split(engine, subset.detection_ids, subset.identities,
+                             split_roles(split, len(subset.detection_ids)), split_name)
     return subset, split
 
 
@@ -320,43 +275,3 @@ def compare_on_test(engine: sa.Engine, baseline: str, version_a: str, version_b:
 
 def _same_models(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-9 for k in a)
-
-
-def live_assignment_stats(conn: sa.Connection) -> dict:
-    """What the matcher wrote: unreviewed valid detections, how many have a deer, and (where hidden
-    ground truth exists) how many of those are the wrong deer; the buck misidentification rate is
-    bucks assigned to a wrong buck / bucks assigned."""
-    row = conn.execute(sa.text(
-        """
-        SELECT count(*) AS detections,
-               count(*) FILTER (WHERE d.deer_id IS NOT NULL) AS assigned,
-               count(gt.detection_id) AS with_truth,
-               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND d.deer_id IS NOT NULL) AS assigned_with_truth,
-               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND d.deer_id IS NOT NULL
-                                AND dr.name IS DISTINCT FROM gt.identity) AS false_matches,
-               count(*) FILTER (WHERE gt.detection_id IS NOT NULL AND gt.identity IN
-                                (SELECT name FROM deer WHERE name IS NOT NULL)) AS truth_has_profile_row,
-               count(*) FILTER (WHERE gt.sex = 'buck' AND d.deer_id IS NOT NULL) AS bucks_assigned,
-               count(*) FILTER (WHERE gt.sex = 'buck' AND d.deer_id IS NOT NULL AND dr.sex::text = 'buck'
-                                AND dr.name IS DISTINCT FROM gt.identity) AS bucks_misidentified
-        FROM detections d
-        JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
-        LEFT JOIN reid_ground_truth gt ON gt.detection_id = d.id
-        LEFT JOIN deer dr ON dr.id = d.deer_id
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-        """
-    )).mappings().one()
-    stats = dict(row)
-    stats["assignment_rate"] = stats["assigned"] / stats["detections"] if stats["detections"] else 0.0
-    stats["false_match_rate"] = (stats["false_matches"] / stats["assigned_with_truth"]
-                                 if stats["assigned_with_truth"] else None)
-    stats["buck_misidentification_rate"] = (stats["bucks_misidentified"] / stats["bucks_assigned"]
-                                            if stats["bucks_assigned"] else None)
-    return stats
-
-
-def save_evaluation(engine: sa.Engine, name: str, versions: dict, summary: dict, report_json: dict) -> int:
-    with engine.begin() as conn:
-        return conn.execute(sa.insert(t.reid_evaluations).values(name=name, versions=versions, summary=summary,
-                                                                   report=report_json)
-                            .returning(t.reid_evaluations.c.id)).scalar_one()
