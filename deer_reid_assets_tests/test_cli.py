@@ -52,3 +52,5 @@ def test_demo_refuses_a_bad_epoch_count_before_doing_anything(reid_home):
     assert result.exit_code == 1
     assert result.output.strip() == "deer-reid demo: --epochs must be at least 1, got 0"
     assert not (reid_home / "demo_data").exists()  # nothing generated, no database started
+    result = _run(["demo", "--val-every", "-2"])
+    assert result.exit_code == 1 and result.output.strip() == "deer-reid demo: --val-every must be at least 1, got -2"

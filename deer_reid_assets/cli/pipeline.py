@@ -59,9 +59,12 @@ def _resources(*, weights: str = "auto", image_size: int = 224, upload_dir: Path
 @click.option("--epochs", type=int, default=None,
               help=f"Training epochs [default: the profile's on a GPU; {DEMO_CPU_EPOCHS} on a CPU, of the CPU "
               "profile's 40, to keep the demo near 3 minutes].")
+@click.option("--val-every", type=int, default=None,
+              help=f"Validate every this many epochs [default: the profile's on a GPU; {DEMO_CPU_VAL_EVERY} on a CPU; "
+              "the CPU profile's is 2].")
 @fail_cleanly
 def demo(images: int, bucks: int, does: int, weights: str, image_size: int | None, regenerate: bool,
-         train: bool, epochs: int | None) -> None:
+         train: bool, epochs: int | None, val_every: int | None) -> None:
     """Embedded PostgreSQL + migrations + synthetic photos + the whole asset graph, then the metrics."""
     from deer_reid_assets.core.embed.device import resolve_device
     from deer_reid_assets.core.store import migrations
@@ -70,11 +73,13 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int | Non
 
     started = time.perf_counter()
     cuda = resolve_device("auto").startswith("cuda")
-    overrides = {}
-    if epochs is None and not cuda:
-        epochs, overrides = DEMO_CPU_EPOCHS, {"val_every": DEMO_CPU_VAL_EVERY}
-    if epochs is not None and epochs < 1:
-        raise CliError(f"deer-reid demo: --epochs must be at least 1, got {epochs}")
+    if not cuda:
+        epochs = DEMO_CPU_EPOCHS if epochs is None else epochs
+        val_every = DEMO_CPU_VAL_EVERY if val_every is None else val_every
+    for name, value in (("--epochs", epochs), ("--val-every", val_every)):
+        if value is not None and value < 1:
+            raise CliError(f"deer-reid demo: {name} must be at least 1, got {value}")
+    overrides = {k: v for k, v in (("epochs", epochs), ("val_every", val_every)) if v is not None}
     if image_size is None:
         image_size = DEMO_GPU_IMAGE_SIZE if cuda else DEMO_CPU_IMAGE_SIZE
         click.echo(f"crops at {image_size} px for the pretrained families ({'GPU' if cuda else 'CPU profile; 224 on a GPU'}"
@@ -95,10 +100,9 @@ def demo(images: int, bucks: int, does: int, weights: str, image_size: int | Non
     step("materializing the asset graph (camera_images -> ... -> finetuned_reid_model -> ... -> embedding_report)"
          if train else "materializing the asset graph without training (camera_images -> ... -> embedding_report)")
     run_config = LOG_INFO
-    if train and epochs is not None:
-        every = f", validated every {overrides['val_every']}" if "val_every" in overrides else ""
-        click.echo(f"      training for {epochs} epochs{every}")
-        run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": {"epochs": epochs, **overrides}}}}
+    if train and overrides:
+        click.echo("      training " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in overrides.items()))
+        run_config = {**LOG_INFO, "ops": {"finetuned_reid_model": {"config": overrides}}}
     outcome = materialize(graph(train=train), run_config, _resources(weights=weights, image_size=image_size,
                                                                    upload_dir=data), inst, partition="demo",
                           job_name="reid_pipeline" if train else "reid_pipeline_without_training")

@@ -35,6 +35,7 @@ class SquareTensor:
 
     def __init__(self, image_size: int, *, flip: bool = False, normalise: bool = False) -> None:
         self.size, self.flip, self.normalise = image_size, flip, normalise
+        self.mean, self.std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         x = torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image)).permute(2, 0, 1)
@@ -45,7 +46,7 @@ class SquareTensor:
             x = x.flip(-1)
         x = x.float().div_(255.0)
         if self.normalise:
-            x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            x = (x - self.mean) / self.std
         return x
 
 
