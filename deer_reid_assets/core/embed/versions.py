@@ -5,6 +5,7 @@ code version. Its vectors go to ``reid_embeddings`` in chunks, each chunk commit
 interrupted run resumes where it stopped; the version is ``complete`` only when every usable crop
 has a finite unit-norm vector, and only a complete version can be published. Publishing moves the
 family's pointer in ``reid_published_embeddings`` in one transaction; old versions are kept.
+The SQL is in ``store/embedding_versions.py`` (versions, pointer, locks) and ``store/vectors.py``.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core.families import FAMILIES
+from deer_reid_assets.core.store import embedding_versions as store
 from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.store import vectors as stored_vectors
+from deer_reid_assets.core.store.embedding_versions import (  # noqa: F401  (public names of this module)
+    latest_version,
+    list_versions,
+    newest_version,
+    published_version,
+    published_versions,
+    usable_crops,
+)
+from deer_reid_assets.core.store.vectors import read_all as load_embeddings  # noqa: F401  (public name)
 from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 
 if TYPE_CHECKING:  # torch is imported only where models run
     from deer_reid_assets.core.embed.embedder import Embedder
-
-_PUBLISH_LOCK = 0x5EED_0B0B  # advisory lock: one publisher at a time
-
 
 class EmbeddingError(RuntimeError):
     """An embedding set that cannot be completed or published; the message says why."""
@@ -60,27 +67,9 @@ def version_name(family: str, key: dict) -> str:
     return f"{code}-{digest[:10]}"
 
 
-def usable_crops(conn: sa.Connection, detection_ids: list[str] | None = None) -> list[tuple[str, str]]:
-    """(detection id, crop path) of every ok crop of a valid detection, in a stable order."""
-    c, d = t.reid_crops, t.detections
-    query = (
-        sa.select(c.c.detection_id, c.c.path)
-        .join(d, d.c.id == c.c.detection_id)
-        .where(c.c.status == "ok", d.c.is_valid.isnot(False))
-        .order_by(c.c.detection_id)
-    )
-    if detection_ids is not None:
-        query = query.where(c.c.detection_id.in_(detection_ids))
-    return [(r[0], r[1]) for r in conn.execute(query)]
-
-
 def _reusable_version(conn: sa.Connection, family: str, base_key: dict) -> sa.Row | None:
     """The newest non-failed version of the same model, weights, image size and code."""
-    v = t.reid_embedding_versions
-    rows = conn.execute(
-        sa.select(v).where(v.c.model_family == family, v.c.status != "failed").order_by(v.c.created_at.desc())
-    ).all()
-    for row in rows:
+    for row in store.not_failed(conn, family):
         if {k: row.config.get(k) for k in base_key} == base_key:
             return row
     return None
@@ -90,18 +79,14 @@ class EmbeddingBusy(EmbeddingError):
     """Another process is embedding the same model family right now."""
 
 
-_EMBED_LOCK = 0x5EED_0E4B  # advisory lock class: one writer per model family at a time
-
-
 @contextmanager
 def family_lock(engine: sa.Engine, family: str, *, wait: bool = True) -> Iterator[None]:
     """Hold the embedding lock of ``family`` (a session-level advisory lock: a killed holder's
     connection closes and frees it). ``wait=False``: EmbeddingBusy at once when someone holds it."""
     with engine.connect() as conn:
-        args = {"c": _EMBED_LOCK, "f": family}
         if wait:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:c, hashtext(:f))"), args)
-        elif not conn.execute(sa.text("SELECT pg_try_advisory_lock(:c, hashtext(:f))"), args).scalar():
+            store.lock_family(conn, family)
+        elif not store.try_lock_family(conn, family):
             raise EmbeddingBusy(f"another run is embedding {family} right now: rerun when it has finished "
                                 "(it resumes where that one stops)")
         conn.commit()
@@ -109,7 +94,7 @@ def family_lock(engine: sa.Engine, family: str, *, wait: bool = True) -> Iterato
             yield
         finally:
             try:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:c, hashtext(:f))"), args)
+                store.unlock_family(conn, family)
                 conn.commit()
             except sa.exc.DBAPIError:  # the connection is gone: so is its lock
                 pass
@@ -166,15 +151,13 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
         config = dict(key, projection_path=str(path), projection_sample=len(pick), projection_seed=seed)
         sampled = [crops[i][0] for i in pick]
         with engine.begin() as conn:  # the version and the sample's vectors (already computed) together
-            v = t.reid_embedding_versions
-            if conn.execute(sa.select(v.c.version).where(v.c.version == version)).first() is None:
-                conn.execute(_insert_version(version, family, embedder, config))
+            if not store.exists(conn, version):
+                store.insert_version(conn, version, family, embedder.weights, config)
                 _write_vectors(conn, version, sampled, projection.transform(raw))
                 written_at_fit = len(sampled)
 
     with engine.connect() as conn:
-        e = t.reid_embeddings
-        done = set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
+        done = stored_vectors.embedded_ids(conn, version)
     todo = [(d, p) for d, p in crops if d not in done]
     new = 0
     ids: list[str] = []
@@ -210,12 +193,7 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
     total = len(done) + new
     if total == len(crops):
         with engine.begin() as conn:
-            v = t.reid_embedding_versions
-            conn.execute(
-                sa.update(v).where(v.c.version == version)
-                .values(n_embeddings=total, completed_at=sa.func.now(),
-                        status=sa.case((v.c.status == "published", "published"), else_="complete"))
-            )
+            store.mark_complete(conn, version, total)
     return EmbedReport(version=version, family=family, weights_description=embedder.weights.description,
                        new_vectors=new + written_at_fit, total_vectors=total, resumed=existing is not None and bool(done),
                        projection_fitted=fitted, seconds=time.perf_counter() - started,
@@ -225,28 +203,18 @@ def _embed_crops(engine: sa.Engine, embedder: Embedder, *, artifacts: Path, samp
 def _fresh_key(conn: sa.Connection, family: str, key: dict) -> tuple[dict, str]:
     """(key, version name) for a new version: a failed version is never written to again, so the same
     model after a failed audit gets the next ``attempt`` and thus a new name."""
-    v = t.reid_embedding_versions
     attempt, version = 1, version_name(family, key)
-    while conn.execute(sa.select(v.c.status).where(v.c.version == version)).scalar() == "failed":
+    while store.status(conn, version) == "failed":
         attempt += 1
         key = dict(key, attempt=attempt)
         version = version_name(family, key)
     return key, version
 
 
-def _insert_version(version: str, family: str, embedder: Embedder, config: dict):
-    return sa.insert(t.reid_embedding_versions).values(
-        version=version, model_family=family, weights_source=embedder.weights.source,
-        weights_id=embedder.weights.weights_id, weights_description=embedder.weights.description,
-        config=config, status="staging", n_embeddings=0,
-    )
-
-
 def _write_vectors(conn: sa.Connection, version: str, detection_ids: list[str], vectors: np.ndarray) -> None:
     _check_vectors(vectors, version)
     # an upload's run may have added the same crop's vector to this version meanwhile (core/upload_path.py)
-    conn.execute(pg_insert(t.reid_embeddings).on_conflict_do_nothing(),
-                 [{"version": version, "detection_id": d, "embedding": v} for d, v in zip(detection_ids, vectors)])
+    stored_vectors.insert(conn, version, detection_ids, vectors)
 
 
 def _check_vectors(vectors: np.ndarray, version: str) -> None:
@@ -260,9 +228,8 @@ def _check_vectors(vectors: np.ndarray, version: str) -> None:
 
 def coverage(conn: sa.Connection, version: str) -> tuple[int, int]:
     """(embedded, usable crops) for ``version``."""
-    e = t.reid_embeddings
     crops = usable_crops(conn)
-    have = set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
+    have = stored_vectors.embedded_ids(conn, version)
     return sum(1 for d, _ in crops if d in have), len(crops)
 
 
@@ -271,12 +238,11 @@ def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool
     nothing). Returns ``{family: version it replaced}``. Refuses a version that is not complete, no
     longer covers every usable crop, or (``require_audit``) has not passed its audit."""
     versions = [versions] if isinstance(versions, str) else list(versions)
-    v, p = t.reid_embedding_versions, t.reid_published_embeddings
     replaced: dict[str, str | None] = {}
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PUBLISH_LOCK})
+        store.lock_publishing(conn)
         for version in versions:
-            row = conn.execute(sa.select(v).where(v.c.version == version).with_for_update()).first()
+            row = store.version_for_update(conn, version)
             if row is None:
                 raise EmbeddingError(f"no embedding version {version!r}")
             if row.model_family in replaced:
@@ -293,15 +259,10 @@ def publish(engine: sa.Engine, versions: str | list[str], *, require_audit: bool
             embedded, total = coverage(conn, version)
             if embedded != total:
                 raise EmbeddingError(f"version {version} covers {embedded} of {total} usable crops: embed the rest first")
-            previous = conn.execute(sa.select(p.c.version).where(p.c.model_family == row.model_family)).scalar()
+            previous = published_version(conn, row.model_family)
             if previous and previous != version:
-                conn.execute(sa.update(v).where(v.c.version == previous).values(status="complete"))
-            conn.execute(
-                pg_insert(p).values(model_family=row.model_family, version=version)
-                .on_conflict_do_update(index_elements=[p.c.model_family],
-                                       set_={"version": version, "published_at": sa.func.now()})
-            )
-            conn.execute(sa.update(v).where(v.c.version == version).values(status="published", published_at=sa.func.now()))
+                store.unpublish(conn, previous)
+            store.point_published(conn, row.model_family, version)
             replaced[row.model_family] = previous
     return replaced
 
@@ -351,37 +312,13 @@ def rollback(engine: sa.Engine, version: str) -> list[dict[str, str]]:
     return rows
 
 
-def latest_version(conn: sa.Connection, family: str) -> sa.Row | None:
-    """The newest complete (or published) version of ``family``: what its asset produced last."""
-    v = t.reid_embedding_versions
-    return conn.execute(sa.select(v).where(v.c.model_family == family, v.c.status.in_(("complete", "published")))
-                        .order_by(v.c.completed_at.desc().nulls_last(), v.c.created_at.desc()).limit(1)).first()
-
-
 def record_audit(engine: sa.Engine, version: str, passed: bool, audit: dict) -> None:
     """Store the audit of ``version``. A complete version that fails it becomes ``failed``: kept for
     inspection (``embeddings list``), never published, never written to again; the next run of the
     same model starts a new version. (A staging version stays staging: it can still be resumed; the
     published one stays published.)"""
-    v = t.reid_embedding_versions
     with engine.begin() as conn:
-        values = dict(audit_passed=passed, audit=audit, audited_at=sa.func.now())
-        if not passed:
-            values["status"] = sa.case((v.c.status == "complete", "failed"), else_=v.c.status)
-        conn.execute(sa.update(v).where(v.c.version == version).values(**values))
-
-
-def newest_version(conn: sa.Connection, family: str) -> sa.Row | None:
-    """The newest finished version of ``family``, a failed one included (what its last run produced)."""
-    v = t.reid_embedding_versions
-    return conn.execute(sa.select(v).where(v.c.model_family == family,
-                                           v.c.status.in_(("complete", "published", "failed")))
-                        .order_by(v.c.completed_at.desc().nulls_last(), v.c.created_at.desc()).limit(1)).first()
-
-
-def published_version(conn: sa.Connection, family: str) -> str | None:
-    p = t.reid_published_embeddings
-    return conn.execute(sa.select(p.c.version).where(p.c.model_family == family)).scalar()
+        store.save_audit(conn, version, passed, audit)
 
 
 def require_published(engine: sa.Engine, family: str) -> str:
@@ -392,27 +329,6 @@ def require_published(engine: sa.Engine, family: str) -> str:
         raise EmbeddingError(f"no published {family} embeddings: materialize {FAMILIES[family].asset} and "
                              "published_embeddings")
     return version
-
-
-def published_versions(conn: sa.Connection) -> dict[str, str]:
-    """{family: published version} for the families that have one."""
-    p = t.reid_published_embeddings
-    return dict(conn.execute(sa.select(p.c.model_family, p.c.version)).all())
-
-
-def list_versions(conn: sa.Connection) -> list[dict]:
-    v = t.reid_embedding_versions
-    rows = conn.execute(sa.select(v).order_by(v.c.created_at)).mappings().all()
-    return [dict(r) for r in rows]
-
-
-def load_embeddings(conn: sa.Connection, version: str) -> tuple[list[str], np.ndarray]:
-    """(detection ids, (n, 512) float32 matrix) of ``version``, ordered by detection id."""
-    e = t.reid_embeddings
-    rows = conn.execute(sa.select(e.c.detection_id, e.c.embedding).where(e.c.version == version).order_by(e.c.detection_id)).all()
-    if not rows:
-        return [], np.zeros((0, t.EMBEDDING_DIM), dtype=np.float32)
-    return [r[0] for r in rows], np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
 def load_vectors(conn: sa.Connection, version: str, detection_ids: list[str], *, chunk: int = 5000

@@ -1,5 +1,6 @@
-"""Embedding vectors read a chunk of detection ids at a time, in pgvector's binary form (no text
-parsing, no list of every row): what the streamed evaluation and the audit read."""
+"""Embedding vectors (``reid_embeddings``): read a chunk of detection ids at a time, in pgvector's
+binary form (no text parsing, no list of every row), as the streamed evaluation and the audit read
+them; written, and listed, for ``core/embed/versions.py``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core.store import schema as t
 
@@ -43,6 +45,28 @@ def embedded(conn: sa.Connection, version: str, detection_ids: Sequence[str], *,
         for (det,) in conn.execute(_EMBEDDED, {"version": version, "ids": ids}):
             found[position[det]] = True
     return found
+
+
+def embedded_ids(conn: sa.Connection, version: str) -> set[str]:
+    """The detection ids that have a vector in ``version``."""
+    e = t.reid_embeddings
+    return set(conn.execute(sa.select(e.c.detection_id).where(e.c.version == version)).scalars())
+
+
+def insert(conn: sa.Connection, version: str, detection_ids: list[str], vectors: np.ndarray) -> None:
+    """Add ``vectors`` (row i for ``detection_ids[i]``) to ``version``; a vector already there is kept."""
+    conn.execute(pg_insert(t.reid_embeddings).on_conflict_do_nothing(),
+                 [{"version": version, "detection_id": d, "embedding": v} for d, v in zip(detection_ids, vectors)])
+
+
+def read_all(conn: sa.Connection, version: str) -> tuple[list[str], np.ndarray]:
+    """(detection ids, (n, 512) float32 matrix) of ``version``, ordered by detection id."""
+    e = t.reid_embeddings
+    rows = conn.execute(sa.select(e.c.detection_id, e.c.embedding).where(e.c.version == version)
+                        .order_by(e.c.detection_id)).all()
+    if not rows:
+        return [], np.zeros((0, t.EMBEDDING_DIM), dtype=np.float32)
+    return [r[0] for r in rows], np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
 def from_binary(raw: bytes) -> np.ndarray:
