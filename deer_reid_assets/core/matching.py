@@ -12,6 +12,9 @@
   nearest when its similarity >= threshold. It writes ``detections.deer_id`` and
   ``reid_similarity_scores`` as the existing system does, and logs each run with the previous value
   of every detection so a run can be audited and rolled back.
+
+The SQL is in ``store/profiles.py`` (profiles, the deer-table mirror) and ``store/matches.py`` (runs,
+their log, scores, deer ids); the candidates' in ``store/candidates.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from decimal import Decimal
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core import coexistence, families
 from deer_reid_assets.core.classes import sex_of
 from deer_reid_assets.core.embed.versions import published_versions
 from deer_reid_assets.core.match_retrieval import CHUNK_SIZE, SEARCHES, considered_chunks, retrieve
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import matches, profiles
+from deer_reid_assets.core.store.matches import refresh_sighting_stats
+from deer_reid_assets.core.store.profiles import labelled_detection_ids  # noqa: F401  (a public name of this module)
 
 LEGACY_PROFILE_VERSION = "legacy"
 
@@ -61,47 +65,17 @@ class AssignReport:
         return self.assigned / self.considered if self.considered else 0.0
 
 
-def labelled_detection_ids(conn: sa.Connection) -> list[tuple[str, str]]:
-    d = t.detections
-    rows = conn.execute(
-        sa.select(d.c.id, d.c.deer_id).where(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False),
-                                             d.c.is_duplicate.isnot(True))
-    )
-    return [(r[0], r[1]) for r in rows]
-
-
-_LABELLED = """
-    FROM detections d JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
-    WHERE d.deer_id IS NOT NULL AND d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-"""
-_INSERT_PROFILES = sa.text(f"""
-    INSERT INTO reid_deer_profiles (version, deer_id, model_family, vector, n_detections)
-    SELECT :version, d.deer_id, :family, l2_normalize(avg(e.embedding)), count(*)
-    {_LABELLED}
-    GROUP BY d.deer_id
-    HAVING vector_norm(avg(e.embedding)) > 0
-""")
-"""Each deer's profile: the L2-normalised mean of its labelled detections' embeddings, computed by
-pgvector in the database (``avg`` accumulates in double precision): nothing is loaded into Python,
-so a rebuild's memory does not grow with the number of detections. A zero mean gets no profile."""
-
-
 def build_profiles(engine: sa.Engine, version: str, family: str, *, mirror_to_deer_table: bool = True) -> ProfileReport:
-    """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table)."""
+    """(Re)build the profiles of ``version`` in one transaction (and mirror them onto the deer table):
+    each deer's is the L2-normalised mean of its labelled detections' embeddings, computed in the
+    database (``store.profiles``); a zero mean gets no profile."""
     with engine.begin() as conn:
-        _one_profile_writer(conn)
-        d = t.detections
-        labelled = sa.and_(d.c.deer_id.isnot(None), d.c.is_reviewed.is_(True), d.c.is_valid.isnot(False),
-                           d.c.is_duplicate.isnot(True))
-        n_labelled, n_labelled_deer = conn.execute(
-            sa.select(sa.func.count(), sa.func.count(d.c.deer_id.distinct())).where(labelled)).one()
-        embedded_deer = conn.execute(sa.text(f"SELECT count(DISTINCT d.deer_id) {_LABELLED}"),
-                                     {"version": version}).scalar_one()
-        p = t.reid_deer_profiles
-        conn.execute(sa.delete(p).where(p.c.version == version))
-        profiles = conn.execute(_INSERT_PROFILES, {"version": version, "family": family}).rowcount
+        profiles.one_writer(conn)
+        n_labelled, n_labelled_deer = profiles.labelled_counts(conn)
+        embedded_deer = profiles.embedded_labelled_deer(conn, version)
+        built = profiles.replace_profiles(conn, version, family)
         saved = _mirror(conn, {family: version}) if mirror_to_deer_table else 0
-    return ProfileReport(version=version, profiles=profiles, labelled_detections=n_labelled,
+    return ProfileReport(version=version, profiles=built, labelled_detections=n_labelled,
                          deer_without_embeddings=n_labelled_deer - embedded_deer, legacy_vectors_saved=saved)
 
 
@@ -114,14 +88,9 @@ def mirror_profiles(engine: sa.Engine, versions: dict[str, str]) -> str:
     """Write the profiles of ``{family: version}`` onto the deer table's columns in one transaction;
     returns what ``deer.embedding_version`` now says (see ``_mirror``)."""
     with engine.begin() as conn:
-        _one_profile_writer(conn)
+        profiles.one_writer(conn)  # two rebuilds at once take turns (each replaces the profiles as a whole)
         _mirror(conn, versions)
         return profile_set_id(versions)
-
-
-def _one_profile_writer(conn: sa.Connection) -> None:
-    """Two rebuilds at once take turns (each replaces the profiles as a whole) instead of colliding."""
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PROFILE_LOCK})
 
 
 def profile_set_id(versions: dict[str, str]) -> str:
@@ -138,42 +107,23 @@ def _mirror(conn: sa.Connection, versions: dict[str, str]) -> int:
     set_id = profile_set_id(versions)
     columns = {families.get(f).deer_column: v for f, v in versions.items()}
     saved = sum(_save_legacy_vectors(conn, family) for family in versions)
-    conn.execute(pg_insert(t.reid_profile_sets).values(id=set_id, versions=columns).on_conflict_do_nothing())
+    profiles.add_profile_set(conn, set_id, columns)
     if not coexistence.live_mode(conn).ours:  # its worker reads these columns: not before cut-over
         return saved
     for family, version in versions.items():  # one statement per column: no vector passes through Python
-        column = families.get(family).deer_column
-        # rows already holding this vector and set are left alone: every rewritten row costs an
-        # insert into the column's HNSW index, and a rebuild after a few new labels changes few deer
-        conn.execute(sa.text(
-            f"UPDATE deer SET {column} = p.vector, embedding_version = :set_id, updated_at = now() "
-            "FROM reid_deer_profiles p WHERE p.version = :version AND p.deer_id = deer.id "
-            f"AND (deer.{column} IS DISTINCT FROM p.vector OR deer.embedding_version IS DISTINCT FROM :set_id)"),
-            {"set_id": set_id, "version": version})
+        profiles.mirror_column(conn, families.get(family).deer_column, version, set_id)
     return saved
 
 
 def _save_legacy_vectors(conn: sa.Connection, family: str) -> int:
     """Before this pipeline first writes a deer-table column, keep the vectors it holds."""
     column = families.get(family).deer_column
-    written_before = conn.execute(
-        sa.select(t.reid_profile_sets.c.id).where(t.reid_profile_sets.c.versions.has_key(column)).limit(1)
-    ).first()
-    if written_before:
+    if profiles.column_written_before(conn, column):
         return 0
-    col = getattr(t.deer.c, column)
-    legacy = conn.execute(sa.select(t.deer.c.id, col).where(col.isnot(None))).all()
+    legacy = profiles.deer_column_vectors(conn, column)
     if not legacy:
         return 0
-    stmt = pg_insert(t.reid_deer_profiles).values(
-        [{"version": legacy_version(family), "deer_id": r[0], "model_family": family, "vector": r[1], "n_detections": 0}
-         for r in legacy]
-    ).on_conflict_do_nothing()
-    return conn.execute(stmt).rowcount
-
-
-_MATCH_LOCK = 0x5EED_0A55
-_PROFILE_LOCK = 0x5EED_0FF1
+    return profiles.add_profiles(conn, legacy_version(family), family, legacy)
 
 
 def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, threshold: float = 0.40,
@@ -214,7 +164,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
     method = method or ("single-model" if len(models) == 1 else "ensemble")
     with engine.begin() as conn:
         # one matcher at a time: a second run waits for the first and then sees its result
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MATCH_LOCK})
+        matches.one_matcher(conn)
         mode = coexistence.live_mode(conn)
         protected = coexistence.protected_detections(conn) if mode.ours and not mode.reassign else set()
         antlers = None
@@ -222,9 +172,7 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
             from deer_reid_assets.core.antlers.profiles import AntlerConstraint
 
             antlers = AntlerConstraint.load(conn, tolerance=antler_tolerance)
-        conn.execute(sa.insert(t.reid_assignment_runs).values(  # counts are set once every chunk is written
-            run_id=run_id, method=method, versions={"embeddings": models}, threshold=threshold, config={},
-            n_considered=0, n_assigned=0))
+        matches.start_run(conn, run_id, method, models, threshold)  # counts are set once every chunk is written
         run = _Run(run_id, threshold, top_k, mode.ours, protected, antlers)
         chunks = (considered_chunks(conn, list(models), chunk_size) if detection_ids is None else
                   (list(detection_ids[i : i + chunk_size]) for i in range(0, len(detection_ids), chunk_size)))
@@ -236,12 +184,12 @@ def assign_detections(engine: sa.Engine, models: str | dict[str, float], *, thre
                     candidates[det] = full[det]
             run.rescored += len(unsure)
             run.decide_and_write(conn, previous, classes, candidates)
-        conn.execute(sa.update(t.reid_assignment_runs).where(t.reid_assignment_runs.c.run_id == run_id).values(
-            config={"top_k": top_k, "search": search, "rescored_against_all_profiles": run.rescored,
-                    **({} if detection_ids is None else {"only_detections": len(detection_ids)}),
-                    "antler_constraint": None if antlers is None else {
-                        "tolerance": antler_tolerance, "changed": run.antler_changes}},
-            n_considered=run.considered, n_assigned=run.assigned))
+        matches.finish_run(conn, run_id, {
+            "top_k": top_k, "search": search, "rescored_against_all_profiles": run.rescored,
+            **({} if detection_ids is None else {"only_detections": len(detection_ids)}),
+            "antler_constraint": None if antlers is None else {
+                "tolerance": antler_tolerance, "changed": run.antler_changes}},
+            run.considered, run.assigned)
         if mode.ours:
             refresh_sighting_stats(conn)
     return AssignReport(run_id=run_id, considered=run.considered, assigned=run.assigned, changed=run.changed,
@@ -293,7 +241,7 @@ class _Run:
                 })
         if not log:
             return
-        conn.execute(sa.insert(t.reid_assignment_log), log)
+        matches.log_decisions(conn, log)
         if not self.ours:  # the existing system owns live matching: propose, change nothing of its own
             top = {det: [{"deer_id": str(c.deer_id), "similarity": float(c.similarity)} for c in ranked[:self.top_k]]
                    for det, ranked in candidates.items()}
@@ -301,36 +249,8 @@ class _Run:
             return
         _apply(conn, [(r["detection_id"], r["new_deer_id"]) for r in log if r["new_deer_id"] != r["previous_deer_id"]])
         # rows of candidates this run did not score must not keep an older run's 'matched'
-        s = t.reid_similarity_scores
-        conn.execute(sa.update(s).where(s.c.detection_id.in_([r["detection_id"] for r in log]), s.c.matched.is_(True))
-                     .values(matched=False))
-        _upsert_scores(conn, scores)
-
-
-_UPSERT_SCORES = sa.text(
-    f"""
-    INSERT INTO reid_similarity_scores (id, detection_id, deer_id, similarity_score, sex_match, matched,
-                                        threshold_used, detection_classification, deer_sex, calculated_at)
-    SELECT x.*, now() FROM unnest(CAST(:id AS uuid[]), CAST(:detection_id AS uuid[]), CAST(:deer_id AS uuid[]),
-                                  CAST(:similarity_score AS numeric[]), CAST(:sex_match AS boolean[]),
-                                  CAST(:matched AS boolean[]), CAST(:threshold_used AS numeric[]),
-                                  CAST(:detection_classification AS text[]), CAST(:deer_sex AS text[])) AS x
-    ON CONFLICT ON CONSTRAINT {t.SIMILARITY_UNIQUE} DO UPDATE SET
-        similarity_score = EXCLUDED.similarity_score, sex_match = EXCLUDED.sex_match, matched = EXCLUDED.matched,
-        threshold_used = EXCLUDED.threshold_used, detection_classification = EXCLUDED.detection_classification,
-        deer_sex = EXCLUDED.deer_sex, calculated_at = EXCLUDED.calculated_at
-    """
-)
-_SCORE_COLUMNS = ("detection_id", "deer_id", "similarity_score", "sex_match", "matched", "threshold_used",
-                  "detection_classification", "deer_sex")
-
-
-def _upsert_scores(conn: sa.Connection, scores: list[dict]) -> None:
-    """reid_similarity_scores rows in one statement, one array per column (client-side ids, as the
-    existing system's tables have no defaults): neither a round trip nor a compiled VALUES row each."""
-    if scores:
-        conn.execute(_UPSERT_SCORES, {"id": [str(uuid.uuid4()) for _ in scores],
-                                      **{c: [row[c] for row in scores] for c in _SCORE_COLUMNS}})
+        matches.clear_matched(conn, [r["detection_id"] for r in log])
+        matches.upsert_scores(conn, scores)
 
 
 def stored_score(cosine: float) -> Decimal:
@@ -343,51 +263,24 @@ def stored_score(cosine: float) -> Decimal:
 
 
 def _apply(conn: sa.Connection, changes: list[tuple[str, str | None]]) -> None:
-    """Set each detection's deer: one statement for the whole list (not a round trip per row)."""
-    if not changes:
-        return
-    conn.execute(sa.text(
-        "UPDATE detections SET deer_id = x.new FROM unnest(CAST(:dets AS uuid[]), CAST(:news AS uuid[])) "
-        "AS x(det, new) WHERE detections.id = x.det"),
-        {"dets": [str(det) for det, _ in changes], "news": [None if new is None else str(new) for _, new in changes]})
+    """Set each detection's deer (``store.matches.set_deer``: one statement for the whole list)."""
+    matches.set_deer(conn, changes)
 
 
 def rollback_assignment_run(engine: sa.Engine, run_id: str) -> int:
     """Put back every detection's deer as it was before ``run_id``; returns how many it put back.
     Detections a person has reviewed since the run keep the person's decision."""
-    log, d = t.reid_assignment_log, t.detections
     with engine.begin() as conn:
-        rows = conn.execute(sa.select(log.c.detection_id, log.c.previous_deer_id).where(log.c.run_id == run_id)).all()
+        rows = matches.run_log(conn, run_id)
         if not rows:
             raise ValueError(f"no assignment run {run_id!r}")
         if coexistence.proposed_only(conn, run_id):  # it changed nothing: nothing to put back
             return 0
-        reviewed = set(conn.execute(
-            sa.select(d.c.id).where(d.c.id.in_(sa.select(log.c.detection_id).where(log.c.run_id == run_id)),
-                                    d.c.is_reviewed.is_(True)).with_for_update()
-        ).scalars())
+        reviewed = matches.reviewed_since(conn, run_id)
         todo = [(r[0], r[1]) for r in rows if r[0] not in reviewed]
         _apply(conn, todo)
         refresh_sighting_stats(conn)
     return len(todo)
-
-
-def refresh_sighting_stats(conn: sa.Connection) -> None:
-    """deer.sighting_count / first_seen / last_seen from the detections assigned to each deer."""
-    conn.execute(sa.text(
-        """
-        UPDATE deer SET sighting_count = COALESCE(s.n, 0), first_seen = COALESCE(s.first_seen, d0.first_seen),
-                        last_seen = COALESCE(s.last_seen, d0.last_seen)
-        FROM deer d0
-        LEFT JOIN (
-            SELECT det.deer_id, count(*) AS n, min(i."timestamp") AS first_seen, max(i."timestamp") AS last_seen
-            FROM detections det JOIN images i ON i.id = det.image_id
-            WHERE det.deer_id IS NOT NULL AND det.is_valid IS NOT FALSE
-            GROUP BY det.deer_id
-        ) s ON s.deer_id = d0.id
-        WHERE deer.id = d0.id
-        """
-    ))
 
 
 def rebuild_profiles(engine: sa.Engine, *, mirror_to_deer_table: bool = True
