@@ -9,6 +9,8 @@ Two ways to search, same result shape:
   with ``hnsw.ef_search`` = :data:`EF_SEARCH` (recall@1 against the exact scan is measured by
   ``benchmarks/bench_scale.py``).
 * ``"exact"`` (the matcher's default): every compatible profile is scored (ties broken by deer id).
+
+The SQL is in ``store/candidates.py``.
 """
 
 from __future__ import annotations
@@ -20,66 +22,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from deer_reid_assets.core.classes import sql_sex_of
+from deer_reid_assets.core.store import candidates as store
+from deer_reid_assets.core.store.candidates import SEARCHES, top_k_sql  # noqa: F401  (public names of this module)
 
-SEARCHES = ("hnsw", "exact")
 CHUNK_SIZE = 2000
 """Detections read, decided and written together by the matcher: its memory is bounded by this."""
 EF_SEARCH = 100
 """Candidates the HNSW search keeps per detection (pgvector's default is 40): recall over speed."""
-
-_TOP_K = """
-    SELECT q.id::text AS detection_id, q.deer_id::text AS previous_deer_id, q.cls AS classification,
-           c.deer_id::text AS candidate_id, c.sex AS candidate_sex, c.similarity
-    FROM (
-        SELECT d.id, d.deer_id, COALESCE(d.corrected_classification, d.classification, 'unknown') AS cls,
-               {sex} AS qsex, e.embedding
-        FROM detections d
-        JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = :version
-        WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE {only}
-    ) q
-    LEFT JOIN LATERAL (
-        SELECT p.deer_id, dr.sex::text AS sex, 1 - (p.vector <=> q.embedding) AS similarity
-        FROM reid_deer_profiles p
-        JOIN deer dr ON dr.id = p.deer_id
-        WHERE p.version = :version
-          AND (q.qsex NOT IN ('buck', 'doe') OR dr.sex::text = q.qsex OR dr.sex::text = 'unknown')
-        ORDER BY {order}
-        LIMIT :top_k
-    ) c ON TRUE
-    """.replace("{sex}", sql_sex_of("COALESCE(d.corrected_classification, d.classification)"))
-# The exact scan's tie-break on deer_id also keeps the planner off the index (it orders by two keys).
-_ORDER = {"hnsw": "p.vector <=> q.embedding", "exact": "p.vector <=> q.embedding, p.deer_id"}
-_ONLY = "AND d.id = ANY(CAST(:only AS uuid[]))"
-
-
-def top_k_sql(search: str, *, restricted: bool = False) -> sa.TextClause:
-    """Top-k profiles of a compatible sex for every unreviewed detection (or those in ``:only``)."""
-    if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-    return sa.text(_TOP_K.replace("{order}", _ORDER[search]).replace("{only}", _ONLY if restricted else ""))
-
-
-_PAIR_SIMILARITY = sa.text(
-    """
-    SELECT x.det AS detection_id, x.deer AS candidate_id, 1 - (p.vector <=> e.embedding) AS similarity
-    FROM unnest(CAST(:dets AS uuid[]), CAST(:deers AS uuid[])) AS x(det, deer)
-    JOIN reid_embeddings e ON e.detection_id = x.det AND e.version = :version
-    JOIN reid_deer_profiles p ON p.deer_id = x.deer AND p.version = :version
-    """
-)
-"""Exact similarity of given (detection, profile) pairs in one model."""
-
-
-_CONSIDERED = sa.text(
-    """
-    SELECT DISTINCT d.id FROM detections d
-    JOIN reid_embeddings e ON e.detection_id = d.id AND e.version = ANY(:versions)
-    WHERE d.is_reviewed IS NOT TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-      AND (CAST(:after AS uuid) IS NULL OR d.id > CAST(:after AS uuid))
-    ORDER BY d.id LIMIT :n
-    """
-)
 
 
 def considered_chunks(conn: sa.Connection, versions: list[str], size: int = CHUNK_SIZE) -> Iterator[list[str]]:
@@ -89,7 +38,7 @@ def considered_chunks(conn: sa.Connection, versions: list[str], size: int = CHUN
         raise ValueError(f"chunk size must be >= 1, got {size}")
     after = None
     while True:
-        ids = [str(i) for i in conn.execute(_CONSIDERED, {"versions": versions, "after": after, "n": size}).scalars()]
+        ids = store.considered_after(conn, versions, after, size)
         if not ids:
             return
         yield ids
@@ -111,16 +60,15 @@ sort every profile instead (left to itself it prefers the sort below a few thous
 @contextmanager
 def hnsw_settings(conn: sa.Connection) -> Iterator[None]:
     """The settings above for the statements inside, then the transaction's previous values again."""
-    before = {name: conn.execute(sa.text("SELECT current_setting(:n, true)"), {"n": name}).scalar()
-              for name in _HNSW_SETTINGS}
+    before = {name: store.setting(conn, name) for name in _HNSW_SETTINGS}
     for name, value in _HNSW_SETTINGS.items():
-        conn.execute(sa.text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+        store.set_local(conn, name, value)
     try:
         yield
     finally:
         for name, value in before.items():
             if value is not None:
-                conn.execute(sa.text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+                store.set_local(conn, name, value)
 
 
 def retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None, *, search: str = "exact",
@@ -136,14 +84,14 @@ def retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None, *
     per_model: dict[str, dict[str, dict[str, float]]] = {}
     kth: dict[str, dict[str, float | None]] = {}
     limit = top_k if top_k is not None else 1_000_000
-    statement = top_k_sql(search, restricted=only is not None)
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     for version in models:
         per_model[version] = defaultdict(dict)
         kth[version] = {}
         counts: dict[str, int] = defaultdict(int)
-        params = {"version": version, "top_k": limit, **({"only": list(only)} if only is not None else {})}
         with hnsw_settings(conn) if search == "hnsw" else nullcontext():
-            rows = conn.execute(statement, params).mappings().all()
+            rows = store.top_k(conn, version, limit, search=search, only=only)
         for r in rows:
             det = r["detection_id"]
             previous[det], classes[det] = r["previous_deer_id"], r["classification"]
@@ -162,9 +110,7 @@ def retrieve(conn: sa.Connection, models: dict[str, float], top_k: int | None, *
     for version in models:
         pairs = [(det, c) for det, c, v in missing if v == version]
         if pairs:
-            rows = conn.execute(_PAIR_SIMILARITY, {"version": version, "dets": [p[0] for p in pairs],
-                                                   "deers": [p[1] for p in pairs]}).all()
-            for det, cand, sim in rows:
+            for det, cand, sim in store.pair_similarities(conn, version, pairs):
                 per_model[version][str(det)][str(cand)] = float(sim)
     candidates: dict[str, list[Candidate]] = {}
     unsure = []
