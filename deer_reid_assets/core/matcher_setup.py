@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from deer_reid_assets.core import families
 from deer_reid_assets.core.embed.versions import published_versions
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import queries
 
 
 def current_ensemble(engine: sa.Engine) -> tuple[dict[str, float], float | None] | None:
@@ -18,9 +18,7 @@ def current_ensemble(engine: sa.Engine) -> tuple[dict[str, float], float | None]
         if not all(f in versions for f in families.ENSEMBLE):
             return None
         a, b = (versions[f] for f in families.ENSEMBLE)
-        w = t.reid_ensemble_weights
-        row = conn.execute(sa.select(w).where(w.c.version_a == a, w.c.version_b == b)
-                           .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
+        row = queries.newest_ensemble_search(conn, a, b)
     if row is None:
         return None
     return {a: row.weight, b: round(1.0 - row.weight, 12)}, row.threshold

@@ -55,6 +55,13 @@ def find_ensemble_search(conn: sa.Connection, version_a: str, version_b: str, *,
     ).order_by(w.c.id.desc()).limit(1)).first()
 
 
+def newest_ensemble_search(conn: sa.Connection, version_a: str, version_b: str) -> sa.Row | None:
+    """The newest ensemble search over these two versions, whatever its budget, labels or split; None if none."""
+    w = t.reid_ensemble_weights
+    return conn.execute(sa.select(w).where(w.c.version_a == version_a, w.c.version_b == version_b)
+                        .order_by(w.c.created_at.desc(), w.c.id.desc()).limit(1)).first()
+
+
 def save_ensemble_search(conn: sa.Connection, *, version_a: str, version_b: str, weight: float,
                          threshold: float | None, meets_budget: bool, max_false_match_rate: float, search: dict) -> int:
     """Store an ensemble search; returns its id."""
