@@ -40,6 +40,7 @@ from deer_reid_assets.core.vectors import UNIT_NORM_TOLERANCE, unit_norm_rows
 if TYPE_CHECKING:  # torch is imported only where models run
     from deer_reid_assets.core.embed.embedder import Embedder
 
+
 class EmbeddingError(RuntimeError):
     """An embedding set that cannot be completed or published; the message says why."""
 
