@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from deer_reid_assets.core.store import coexistence as store
+from deer_reid_assets.core.store.coexistence import adopted, proposed_only, record_proposals  # noqa: F401 - public names
 
 EXISTING, OURS = "existing_system", "deer_reid"
 
@@ -32,24 +34,13 @@ class LiveMode:
         return self.owner == OURS
 
 
-def adopted(conn: sa.Connection) -> bool:
-    """Whether this database is the existing system's (adopted with ``db migrate --adopt``/``--baseline``),
-    as opposed to a stand-alone install where every assignment is this pipeline's."""
-    if conn.execute(sa.text("SELECT to_regclass('reid_schema_migrations')")).scalar() is None:
-        return False
-    return conn.execute(sa.text("SELECT count(*) FROM reid_schema_migrations WHERE baseline AND version = '001'")
-                        ).scalar() > 0
-
-
 def live_mode(conn: sa.Connection) -> LiveMode:
-    if conn.execute(sa.text("SELECT to_regclass('reid_live_matching')")).scalar() is None:
-        return LiveMode(OURS, False)
-    row = conn.execute(sa.text("SELECT owner, reassign FROM reid_live_matching")).first()
+    row = store.live_matching_row(conn)
     return LiveMode(row.owner, row.reassign) if row else LiveMode(OURS, False)
 
 
 def hand_to_existing_system(conn: sa.Connection) -> None:
-    conn.execute(sa.text("UPDATE reid_live_matching SET owner = :o, reassign = FALSE, changed_at = now()"), {"o": EXISTING})
+    store.set_owner(conn, EXISTING, False)
 
 
 def protected_detections(conn: sa.Connection) -> set[str]:
@@ -57,40 +48,7 @@ def protected_detections(conn: sa.Connection) -> set[str]:
     stand-alone install."""
     if not adopted(conn):
         return set()
-    rows = conn.execute(sa.text(
-        """SELECT d.id::text FROM detections d
-           WHERE d.is_reviewed IS NOT TRUE AND d.deer_id IS NOT NULL AND NOT EXISTS (
-               SELECT 1 FROM reid_assignment_log l JOIN reid_assignment_runs r ON r.run_id = l.run_id
-               WHERE l.detection_id = d.id AND l.new_deer_id = d.deer_id
-                 AND NOT EXISTS (SELECT 1 FROM reid_match_proposals p
-                                 WHERE p.run_id = l.run_id AND p.detection_id = l.detection_id))"""))
-    return set(rows.scalars())
-
-
-def proposed_only(conn: sa.Connection, run_id: str) -> bool:
-    """Whether matching run ``run_id`` only proposed (made while the existing system owned live matching)."""
-    return conn.execute(sa.text("SELECT 1 FROM reid_match_proposals WHERE run_id = :r LIMIT 1"), {"r": run_id}).first() \
-        is not None
-
-
-def record_proposals(conn: sa.Connection, run_id: str, log: list[dict],
-                     candidates: dict[str, list[dict]] | None = None) -> None:
-    """The run's proposals; ``candidates``: per detection its top candidates ``[{deer_id, similarity}]``,
-    best first (what the review queue shows before cut-over)."""
-    if log:  # one statement, one array per column (not a round trip per proposal)
-        conn.execute(sa.text(
-            "INSERT INTO reid_match_proposals (run_id, detection_id, current_deer_id, proposed_deer_id, similarity, "
-            "candidates) SELECT :run_id, x.* FROM unnest(CAST(:dets AS uuid[]), CAST(:current AS uuid[]), "
-            "CAST(:proposed AS uuid[]), CAST(:similarity AS double precision[]), CAST(:candidates AS jsonb[])) AS x"),
-            {"run_id": run_id, "dets": [str(r["detection_id"]) for r in log],
-             "current": [_text_or_none(r["previous_deer_id"]) for r in log],
-             "proposed": [_text_or_none(r["new_deer_id"]) for r in log],
-             "similarity": [r["similarity"] for r in log],
-             "candidates": [json.dumps((candidates or {}).get(r["detection_id"], [])) for r in log]})
-
-
-def _text_or_none(value) -> str | None:
-    return None if value is None else str(value)
+    return store.worker_assigned(conn)
 
 
 @dataclass
@@ -108,30 +66,21 @@ def cutover(engine: sa.Engine, *, reassign: bool = False) -> CutoverReport:
     from deer_reid_assets.core.embed.versions import published_version
 
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT * FROM reid_live_matching FOR UPDATE"))
+        store.lock_live_matching(conn)
         if live_mode(conn).ours:
             raise ValueError("live matching is already this pipeline's (undo with `deer-reid cutover --undo`)")
         protected = set() if reassign else protected_detections(conn)
-        cut = conn.execute(sa.text("INSERT INTO reid_cutovers (reassign) VALUES (:r) RETURNING id"), {"r": reassign}).scalar()
-        kept = conn.execute(sa.text(
-            """INSERT INTO reid_cutover_kept_deer SELECT :c, id, feature_vector, feature_vector_multiscale,
-                      feature_vector_efficientnet, embedding_version FROM deer"""), {"c": cut}).rowcount
-        conn.execute(sa.text("INSERT INTO reid_cutover_kept_assignments SELECT :c, id, deer_id FROM detections"),
-                     {"c": cut})
-        conn.execute(sa.text("UPDATE reid_live_matching SET owner = :o, reassign = :r, changed_at = now()"),
-                     {"o": OURS, "r": reassign})
+        cut = store.insert_cutover(conn, reassign)
+        kept = store.keep_deer(conn, cut)
+        store.keep_assignments(conn, cut)
+        store.set_owner(conn, OURS, reassign)
         versions = {f: v for f in families.FAMILIES if (v := published_version(conn, f)) is not None}
         if versions:
             matching._mirror(conn, versions)
-        mirrored = conn.execute(sa.text("SELECT count(*) FROM reid_deer_profiles WHERE version = ANY(:v)"),
-                                {"v": list(versions.values())}).scalar()
-        latest = conn.execute(sa.text(
-            """SELECT DISTINCT ON (p.detection_id) p.detection_id::text, p.proposed_deer_id::text
-               FROM reid_match_proposals p JOIN reid_assignment_runs r ON r.run_id = p.run_id
-               JOIN detections d ON d.id = p.detection_id
-               WHERE d.is_reviewed IS NOT TRUE ORDER BY p.detection_id, r.created_at DESC""")).all()
+        mirrored = store.profiles_of(conn, list(versions.values()))
+        latest = store.latest_proposals(conn)
         changes = [(det, new) for det, new in latest if det not in protected]
-        current = dict(conn.execute(sa.text("SELECT id::text, deer_id::text FROM detections")).all())
+        current = store.assignments(conn)
         changes = [(det, new) for det, new in changes if current.get(det) != new]
         matching._apply(conn, changes)
         matching.refresh_sighting_stats(conn)
@@ -145,20 +94,13 @@ def undo_cutover(engine: sa.Engine) -> int:
     from deer_reid_assets.core import matching
 
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT * FROM reid_live_matching FOR UPDATE"))
-        cut = conn.execute(sa.text(
-            "SELECT id FROM reid_cutovers WHERE undone_at IS NULL ORDER BY id DESC LIMIT 1")).scalar()
+        store.lock_live_matching(conn)
+        cut = store.open_cutover(conn)
         if cut is None or not live_mode(conn).ours:
             raise ValueError("there is no cut-over to undo")
-        conn.execute(sa.text(
-            """UPDATE deer SET feature_vector = k.feature_vector, feature_vector_multiscale = k.feature_vector_multiscale,
-                      feature_vector_efficientnet = k.feature_vector_efficientnet, embedding_version = k.embedding_version
-               FROM reid_cutover_kept_deer k WHERE k.cutover_id = :c AND k.deer_id = deer.id"""), {"c": cut})
-        restored = conn.execute(sa.text(
-            """UPDATE detections SET deer_id = k.deer_id FROM reid_cutover_kept_assignments k
-               WHERE k.cutover_id = :c AND k.detection_id = detections.id AND detections.is_reviewed IS NOT TRUE
-                 AND detections.deer_id IS DISTINCT FROM k.deer_id"""), {"c": cut}).rowcount
-        conn.execute(sa.text("UPDATE reid_cutovers SET undone_at = now() WHERE id = :c"), {"c": cut})
+        store.restore_deer(conn, cut)
+        restored = store.restore_assignments(conn, cut)
+        store.mark_undone(conn, cut)
         hand_to_existing_system(conn)
         matching.refresh_sighting_stats(conn)
     return restored
