@@ -19,7 +19,7 @@ from deer_reid_assets.core.ingest.importer import (
     SidecarError,
     display_path,
 )
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import detections as det_store
 
 
 def iter_crop_folders(directory: Path, report: ImportReport | None = None) -> Iterable[tuple[str, Path]]:
@@ -63,13 +63,10 @@ def import_crop_folders(engine: sa.Engine, directory: Path, *, sex: str = "unkno
                                  sha=sha, size=img.size, exif=exif_summary(img))
         report.images_new += 1
         deer_id = imp.deer_id_for_name(conn, name, sex, report)
-        detection_id = conn.execute(
-            sa.insert(t.detections)
-            .values(image_id=image_id, deer_id=deer_id, bbox={"x": 0, "y": 0, "width": img.width, "height": img.height},
-                    confidence=1.0, classification=sex, is_reviewed=True, is_valid=True,
-                    reviewed_by="import-crops", reviewed_at=datetime.now(UTC))
-            .returning(t.detections.c.id)
-        ).scalar_one()
+        detection_id = det_store.insert_detection(
+            conn, image_id=image_id, deer_id=deer_id, bbox={"x": 0, "y": 0, "width": img.width, "height": img.height},
+            confidence=1.0, classification=sex, is_reviewed=True, is_valid=True,
+            reviewed_by="import-crops", reviewed_at=datetime.now(UTC))
         imp._insert_truth(conn, detection_id, {"deer": name, "sex": sex}, source="crop_folders")
         report.detections += 1
         report.labelled += 1

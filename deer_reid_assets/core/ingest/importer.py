@@ -8,6 +8,7 @@ when even its name cannot be stored) and the rest of the batch goes on.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,12 +39,13 @@ from deer_reid_assets.core.ingest.sidecar import (  # noqa: F401 - re-exported: 
 )
 from deer_reid_assets.core.ingest.sidecar import check_relative as _check_relative
 from deer_reid_assets.core.ingest.sidecar import parse_time as _parse_time
+from deer_reid_assets.core.store import detections as det_store
+from deer_reid_assets.core.store import photos
 from deer_reid_assets.core.store import schema as t
 
 REFUSED = "entry refused: "
 """Prefix of a failed photo's reason when the photo's bytes are fine but its entry is not (a bad sidecar
 entry, a name too long for the database): the next import of that photo tries again."""
-_DEER_NAME_LOCK = 0x5EED_0DE1  # advisory lock class: one creator per deer name at a time
 
 
 class EntryError(ValueError):
@@ -99,7 +101,7 @@ def _get_or_create(conn: sa.Connection, name: str, find: Callable[[sa.Connection
     if found is not None:
         return found, False
     with conn.engine.begin() as own:
-        own.execute(sa.text("SELECT pg_advisory_xact_lock(:c, hashtext(:n))"), {"c": _DEER_NAME_LOCK, "n": name})
+        photos.lock_name(own, name)
         found = find(own)
         if found is not None:
             return found, False
@@ -112,18 +114,12 @@ def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, ca
     if reason := too_long(name, t.locations.c.name, "camera name"):
         raise EntryError(REFUSED + reason)
     info = info or {}
-    loc = t.locations
-
-    def find(c):
-        return c.execute(sa.select(loc.c.id).where(loc.c.name == name).limit(1)).scalar()
 
     def create(c):
         position = {k: _opt_number(info.get(k)) for k in ("latitude", "longitude")}
-        return c.execute(sa.insert(loc).values(name=name, description=_opt_text(info.get("description")),
-                                               coordinates=_coordinates(position))
-                         .returning(loc.c.id)).scalar_one()
+        return photos.insert_location(c, name, _opt_text(info.get("description")), _coordinates(position))
 
-    cache[name], _ = _get_or_create(conn, f"location:{name}", find, create)
+    cache[name], _ = _get_or_create(conn, f"location:{name}", lambda c: photos.location_named(c, name), create)
     return cache[name]
 
 
@@ -132,8 +128,6 @@ def _opt_text(value: Any) -> str | None:
 
 
 def _opt_number(value: Any) -> float | None:
-    import math
-
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
 
@@ -153,32 +147,23 @@ def deer_id_for_name(conn: sa.Connection, name: str, sex: str, report: ImportRep
     sex = sex if sex in CLASSIFICATIONS else "unknown"
     if reason := too_long(name, t.deer.c.name, "deer name"):
         raise EntryError(REFUSED + reason)
-    d = t.deer
-
-    def find(c):
-        return c.execute(sa.select(d.c.id).where(d.c.name == name).order_by(d.c.id).limit(1)).scalar()
-
-    def create(c):
-        return c.execute(sa.insert(d).values(name=name, sex=sex).returning(d.c.id)).scalar_one()
-
-    deer_id, created = _get_or_create(conn, f"deer:{name}", find, create)
+    deer_id, created = _get_or_create(conn, f"deer:{name}", lambda c: det_store.deer_named(c, name),
+                                      lambda c: det_store.insert_deer(c, name, sex))
     if created and report is not None:
         report.deer_created += 1
     elif not created and sex != "unknown":
-        conn.execute(sa.update(d).where(d.c.id == deer_id, d.c.sex == "unknown").values(sex=sex))
+        det_store.set_sex_if_unknown(conn, deer_id, sex)
     return deer_id
 
 
 def _already_imported(conn: sa.Connection, sha: str) -> bool:
     """Whether these bytes were imported (or failed as a photo). A record that failed for a reason
     other than its bytes (:data:`REFUSED`) is dropped so the photo is tried again."""
-    i, f = t.images, t.reid_image_files
-    row = conn.execute(sa.select(f.c.image_id, i.c.processing_status, i.c.error_message)
-                       .join(i, i.c.id == f.c.image_id).where(f.c.sha256 == sha)).first()
+    row = photos.imported_with_sha(conn, sha)
     if row is None:
         return False
     if row[1] == "failed" and (row[2] or "").startswith(REFUSED):
-        conn.execute(sa.delete(i).where(i.c.id == row[0]))
+        photos.delete_image(conn, row[0])
         return False
     return True
 
@@ -187,15 +172,11 @@ def _make_room_at_path(conn: sa.Connection, path: Path) -> str | None:
     """``images.path`` is unique: a photo whose bytes are new but whose path is already recorded
     either replaces this pipeline's 'failed' record of it (the file was repaired) or is refused
     with the reason returned (another photo is there), instead of failing the whole chunk."""
-    i, f = t.images, t.reid_image_files
-    row = conn.execute(
-        sa.select(i.c.id, i.c.processing_status, f.c.image_id).outerjoin(f, f.c.image_id == i.c.id)
-        .where(i.c.path == str(path))
-    ).first()
+    row = photos.recorded_at_path(conn, str(path))
     if row is None:
         return None
     if row[1] == "failed" and row[2] is not None:
-        conn.execute(sa.delete(i).where(i.c.id == row[0]))
+        photos.delete_image(conn, row[0])
         return None
     return "another photo is already recorded at this path (was the file changed after it was imported?)"
 
@@ -214,22 +195,8 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
     location = _location_id(conn, camera, camera_info, loc_cache) if camera else None
     if timestamp is None:
         timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-    image_id = conn.execute(
-        sa.insert(t.images)
-        .values(filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
-                exif_data=exif or None, processing_status=status, error_message=error)
-        .returning(t.images.c.id)
-    ).scalar_one()
-    if location is not None:  # the existing system keeps a per-camera photo count
-        conn.execute(sa.update(t.locations).where(t.locations.c.id == location)
-                     .values(image_count=t.locations.c.image_count + 1))
-    conn.execute(
-        sa.insert(t.reid_image_files).values(
-            image_id=image_id, sha256=sha, width=size[0] if size else None, height=size[1] if size else None,
-            source_path=str(path), import_batch=batch,
-        )
-    )
-    return image_id
+    return photos.insert_image(conn, filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
+                               exif=exif or None, status=status, error=error, sha=sha, size=size, batch=batch)
 
 
 # --- imports -------------------------------------------------------------------------------------
@@ -279,9 +246,7 @@ def _record_failed(conn: sa.Connection, path: Path, reason: str, report: ImportR
     try:
         with conn.begin_nested():
             sha = sha or sha256_file(path)
-            if conn.execute(sa.select(t.reid_image_files.c.image_id).where(t.reid_image_files.c.sha256 == sha)).first():
-                return
-            if conn.execute(sa.select(t.images.c.id).where(t.images.c.path == str(path))).first():
+            if photos.sha_known(conn, sha) or photos.path_known(conn, str(path)):
                 return
             _insert_image(conn, path=path, camera=None, camera_info=None, timestamp=None, batch=report.batch,
                           loc_cache={}, status="failed", error=reason, sha=sha, size=None, exif=None)
@@ -421,7 +386,7 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
             values.update(deer_id=deer_id_for_name(conn, str(label), classification, report), is_reviewed=True,
                           is_valid=True, reviewed_by="import", reviewed_at=datetime.now(UTC))
             report.labelled += 1
-        detection_id = conn.execute(sa.insert(t.detections).values(**values).returning(t.detections.c.id)).scalar_one()
+        detection_id = det_store.insert_detection(conn, **values)
         report.detections += 1
         key = det.get("key")
         if isinstance(key, str) and key in truth:
@@ -431,12 +396,8 @@ def _import_entry(conn, root: Path, entry: dict, cameras: dict, truth: dict, rep
 
 def _insert_truth(conn, detection_id: str, truth: dict[str, Any], source: str) -> None:
     attributes = {k: v for k, v in truth.items() if k not in {"deer", "sex", "antler_points"}}
-    conn.execute(
-        sa.insert(t.reid_ground_truth).values(
-            detection_id=detection_id, identity=str(truth["deer"]), sex=truth.get("sex"),
-            antler_points=truth.get("antler_points"), attributes=attributes, source=source,
-        )
-    )
+    det_store.insert_ground_truth(conn, detection_id=detection_id, identity=str(truth["deer"]), sex=truth.get("sex"),
+                                  antler_points=truth.get("antler_points"), attributes=attributes, source=source)
 
 
 # Crop-folder imports live beside this module and share its helpers; importable from here as before.
