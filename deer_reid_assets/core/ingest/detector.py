@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from PIL import Image
 
 from deer_reid_assets.core.ingest.imaging import ImageError, load_image
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import detections as det_store
+from deer_reid_assets.core.store import photos
+from deer_reid_assets.core.store.photos import pending_images
 from deer_reid_assets.core.threads import torch_threads_kept
 
 
@@ -31,15 +33,6 @@ class DetectReport:
     images_processed: int = 0
     detections: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def pending_images(conn: sa.Connection, image_batches: list[str] | None = None) -> list[tuple[str, str]]:
-    """(id, path) of the photos waiting for the detector (of ``image_batches`` only, when given)."""
-    i, f = t.images, t.reid_image_files
-    query = sa.select(i.c.id, i.c.path).where(i.c.processing_status == "pending").order_by(i.c.id)
-    if image_batches:
-        query = query.join(f, f.c.image_id == i.c.id).where(f.c.import_batch.in_(image_batches))
-    return [(r[0], r[1]) for r in conn.execute(query)]
 
 
 DETECTOR_DIRS_ENV = "DEER_REID_DETECTOR_DIRS"
@@ -118,8 +111,7 @@ def detect_pending(engine: sa.Engine, weights: str | Path | None, *, classes: li
             try:
                 img = load_image(path)
             except ImageError as exc:
-                conn.execute(sa.update(t.images).where(t.images.c.id == image_id)
-                             .values(processing_status="failed", error_message=str(exc)))
+                photos.mark_failed(conn, image_id, str(exc))
                 report.failures.append((path, str(exc)))
                 continue
             result = model.predict(img, imgsz=image_size, conf=min_confidence, device=device, verbose=False)[0]
@@ -127,11 +119,11 @@ def detect_pending(engine: sa.Engine, weights: str | Path | None, *, classes: li
                                                    result.boxes.cls.tolist()):
                 if int(cls) not in wanted:
                     continue
-                conn.execute(sa.insert(t.detections).values(
-                    image_id=image_id, bbox={"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1},
-                    confidence=float(conf), classification="unknown"))
+                det_store.insert_detection(conn, image_id=image_id,
+                                           bbox={"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1},
+                                           confidence=float(conf), classification="unknown")
                 report.detections += 1
-            conn.execute(sa.update(t.images).where(t.images.c.id == image_id).values(processing_status="completed"))
+            photos.mark_completed(conn, image_id)
             report.images_processed += 1
         if progress:
             progress(n, len(todo))
