@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from deer_reid_assets.core.ingest.imaging import BoxError, ImageError, clamp_box, crop, load_image
-from deer_reid_assets.core.store import schema as t
+from deer_reid_assets.core.store import crops as crop_store
 
 CROP_VERSION = "1"  # bump when cropping changes (margins, format): crops are redone
 MIN_SIDE = 16
@@ -37,17 +36,7 @@ def crop_path(store: Path, detection_id: str) -> Path:
 
 def pending_detections(conn: sa.Connection, image_batches: list[str] | None = None) -> list[tuple[str, str, str, dict]]:
     """(detection id, image id, image path, bbox) of valid detections without a crop of this version."""
-    d, i, c, f = t.detections, t.images, t.reid_crops, t.reid_image_files
-    query = (
-        sa.select(d.c.id, i.c.id, i.c.path, d.c.bbox)
-        .join(i, i.c.id == d.c.image_id)
-        .outerjoin(c, sa.and_(c.c.detection_id == d.c.id, c.c.crop_version == CROP_VERSION))
-        .where(c.c.detection_id.is_(None), d.c.is_valid.isnot(False))
-        .order_by(i.c.id, d.c.id)
-    )
-    if image_batches:
-        query = query.join(f, f.c.image_id == i.c.id).where(f.c.import_batch.in_(image_batches))
-    return [tuple(r) for r in conn.execute(query)]
+    return crop_store.uncropped_detections(conn, CROP_VERSION, image_batches)
 
 
 def make_crops(engine: sa.Engine, store: Path, *, image_batches: list[str] | None = None,
@@ -66,17 +55,10 @@ def make_crops(engine: sa.Engine, store: Path, *, image_batches: list[str] | Non
             rows.extend(_crop_image(store, Path(path), dets, report))
         if rows:
             with engine.begin() as conn:
-                conn.execute(_upsert_crops(rows))
+                crop_store.write_crops(conn, rows)
         if progress:
             progress(min(start + chunk_images, len(groups)), len(groups))
     return report
-
-
-def _upsert_crops(rows: list[dict]):
-    stmt = pg_insert(t.reid_crops).values(rows)
-    columns = ("status", "path", "width", "height", "clamped", "reject_reason", "crop_version")
-    return stmt.on_conflict_do_update(index_elements=[t.reid_crops.c.detection_id],
-                                      set_={c: stmt.excluded[c] for c in columns})
 
 
 def _reject(report: CropReport, detection_id: str, reason: str) -> dict:
