@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from deer_reid_assets.core.evaluation.protocol import SPLIT_KEY_SQL, unique_keys
+from deer_reid_assets.core.evaluation.protocol import unique_keys
+from deer_reid_assets.core.store import training_data as store
 
 SPLITS = ("train", "val", "test")
 
@@ -49,17 +50,7 @@ def _unit(seed: int, kind: str, key: str) -> float:
 
 def _labelled_crops(conn: sa.Connection, split_name: str) -> list[tuple[str, str, str, str, str | None]]:
     """(detection id, identity, crop path, split key, evaluation role or None) of each labelled crop."""
-    rows = conn.execute(sa.text(
-        f"""
-        SELECT d.id::text, COALESCE(dr.name, dr.id::text), c.path, {SPLIT_KEY_SQL}, s.role
-        FROM detections d
-        LEFT JOIN reid_image_files f ON f.image_id = d.image_id
-        JOIN deer dr ON dr.id = d.deer_id
-        JOIN reid_crops c ON c.detection_id = d.id AND c.status = 'ok'
-        LEFT JOIN reid_eval_splits s ON s.detection_id = d.id AND s.split_name = :split
-        WHERE d.is_reviewed IS TRUE AND d.is_valid IS NOT FALSE AND d.is_duplicate IS NOT TRUE
-        ORDER BY 4, d.id
-        """), {"split": split_name}).all()
+    rows = store.labelled_crops(conn, split_name)
     keys = unique_keys([r[3] for r in rows])
     return [(r[0], r[1], r[2], key, r[4]) for r, key in zip(rows, keys)]
 
@@ -112,30 +103,16 @@ def _stats(items: list[dict]) -> dict:
 
 def _store(engine: sa.Engine, manifest: Manifest) -> None:
     with engine.begin() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM reid_training_manifests WHERE version = :v"),
-                              {"v": manifest.version}).first()
-        if exists:
+        if store.manifest_exists(conn, manifest.version):
             return
-        conn.execute(sa.text("INSERT INTO reid_training_manifests (version, config, stats) VALUES (:v, :c, :s)"),
-                     {"v": manifest.version, "c": json.dumps(manifest.config), "s": json.dumps(manifest.stats)})
-        conn.execute(sa.text("INSERT INTO reid_training_items (version, detection_id, identity, split) "
-                             "VALUES (:v, CAST(:d AS uuid), :i, :s)"),
-                     [{"v": manifest.version, "d": i["detection_id"], "i": i["identity"], "s": i["split"]}
-                      for i in manifest.items])
+        store.insert_manifest(conn, manifest.version, manifest.config, manifest.stats, manifest.items)
 
 
 def load_manifest(engine: sa.Engine, version: str) -> Manifest:
     with engine.connect() as conn:
-        head = conn.execute(sa.text("SELECT config, stats FROM reid_training_manifests WHERE version = :v"),
-                            {"v": version}).first()
+        head = store.manifest_head(conn, version)
         if head is None:
             raise ValueError(f"no training manifest {version!r}")
-        rows = conn.execute(sa.text(
-            f"""SELECT t.detection_id::text, t.identity, t.split, c.path FROM reid_training_items t
-                JOIN reid_crops c ON c.detection_id = t.detection_id
-                JOIN detections d ON d.id = t.detection_id
-                LEFT JOIN reid_image_files f ON f.image_id = d.image_id
-                WHERE t.version = :v ORDER BY {SPLIT_KEY_SQL}, d.id"""),  # the same order in any database
-            {"v": version}).all()
+        rows = store.manifest_items(conn, version)
     items = [{"detection_id": r[0], "identity": r[1], "split": r[2], "crop": r[3]} for r in rows]
     return Manifest(version=version, items=items, stats=head.stats, config=head.config)
