@@ -29,7 +29,6 @@ from deer_reid_assets.core.families import EmbedderSettings
 from deer_reid_assets.core.ingest import crops as crops_core
 from deer_reid_assets.core.ingest import detector
 from deer_reid_assets.core.matcher_setup import matcher_setup
-from deer_reid_assets.core.store import schema as t
 from deer_reid_assets.core.store import upload_batches as store
 
 NOTHING_PUBLISHED = ("nothing is published yet: these detections are cropped, and the first run of the whole "
@@ -129,9 +128,7 @@ def match_new_detections(engine: sa.Engine, detection_ids: list[str], settings: 
 def _has_vectors(conn: sa.Connection, models: dict[str, float], ids: list[str]) -> dict[str, list[bool]]:
     """Per detection, whether each matcher version has its vector (a crop whose photo became unreadable
     between cropping and embedding has none)."""
-    e = t.reid_embeddings
-    rows = conn.execute(sa.select(e.c.detection_id, e.c.version)
-                        .where(e.c.version.in_(list(models)), e.c.detection_id.in_(ids))).all() if ids else []
+    rows = store.vectors_present(conn, list(models), ids)
     have: dict[str, set[str]] = {}
     for det, version in rows:
         have.setdefault(det, set()).add(version)
@@ -147,7 +144,7 @@ def _embed(engine: sa.Engine, version: str, crops: list[tuple[str, str]], settin
     suffix = "_after_match" if after_match else ""
     with engine.connect() as conn:
         todo = store.lacking_vectors(conn, version, crops)
-        row = conn.execute(sa.select(t.reid_embedding_versions).where(t.reid_embedding_versions.c.version == version)).one()
+        row = store.version_row(conn, version)
     if not todo:
         report.embedded[version] = 0
         return

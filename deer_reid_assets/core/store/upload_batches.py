@@ -1,5 +1,6 @@
 """The queries of the upload fast path (``core/upload_path.py``): an upload batch's detections, the
-vectors a version lacks for them, the ones never matched, and adding vectors to a version."""
+vectors a version lacks (or has) for them, a version's row, the ones never matched, and adding vectors
+to a version."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ def lacking_vectors(conn: sa.Connection, version: str, crops: list[tuple[str, st
     have = set(conn.execute(sa.select(e.c.detection_id).where(
         e.c.version == version, e.c.detection_id.in_([d for d, _ in crops]))).scalars())
     return [(d, p) for d, p in crops if d not in have]
+
+
+def vectors_present(conn: sa.Connection, versions: list[str], detection_ids: list[str]) -> list[tuple[str, str]]:
+    """(detection id, version) of each vector the ``versions`` have for ``detection_ids``."""
+    if not detection_ids:
+        return []
+    e = t.reid_embeddings
+    return [tuple(r) for r in conn.execute(sa.select(e.c.detection_id, e.c.version)
+                                           .where(e.c.version.in_(versions), e.c.detection_id.in_(detection_ids)))]
+
+
+def version_row(conn: sa.Connection, version: str) -> sa.Row:
+    """The ``reid_embedding_versions`` row of ``version`` (NoResultFound when there is none)."""
+    v = t.reid_embedding_versions
+    return conn.execute(sa.select(v).where(v.c.version == version)).one()
 
 
 def never_matched(conn: sa.Connection, detection_ids: list[str]) -> list[str]:
