@@ -29,6 +29,7 @@ from deer_reid_assets.core.families import EmbedderSettings
 from deer_reid_assets.core.ingest import crops as crops_core
 from deer_reid_assets.core.ingest import detector
 from deer_reid_assets.core.matcher_setup import matcher_setup
+from deer_reid_assets.core.store import embedding_versions
 from deer_reid_assets.core.store import upload_batches as store
 
 NOTHING_PUBLISHED = ("nothing is published yet: these detections are cropped, and the first run of the whole "
@@ -144,7 +145,7 @@ def _embed(engine: sa.Engine, version: str, crops: list[tuple[str, str]], settin
     suffix = "_after_match" if after_match else ""
     with engine.connect() as conn:
         todo = store.lacking_vectors(conn, version, crops)
-        row = store.version_row(conn, version)
+        row = embedding_versions.version_row(conn, version)
     if not todo:
         report.embedded[version] = 0
         return

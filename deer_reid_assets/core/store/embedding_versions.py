@@ -104,6 +104,12 @@ def version_for_update(conn: sa.Connection, version: str) -> sa.Row | None:
     return conn.execute(sa.select(v).where(v.c.version == version).with_for_update()).first()
 
 
+def version_row(conn: sa.Connection, version: str) -> sa.Row:
+    """The row of ``version`` (NoResultFound when there is none)."""
+    v = t.reid_embedding_versions
+    return conn.execute(sa.select(v).where(v.c.version == version)).one()
+
+
 def unpublish(conn: sa.Connection, version: str) -> None:
     """A version that is no longer its family's published one is ``complete`` again."""
     v = t.reid_embedding_versions

@@ -1,6 +1,5 @@
 """The queries of the upload fast path (``core/upload_path.py``): an upload batch's detections, the
-vectors a version lacks (or has) for them, a version's row, the ones never matched, and adding vectors
-to a version."""
+vectors a version lacks (or has) for them, the ones never matched, and adding vectors to a version."""
 
 from __future__ import annotations
 
@@ -37,12 +36,6 @@ def vectors_present(conn: sa.Connection, versions: list[str], detection_ids: lis
     e = t.reid_embeddings
     return [tuple(r) for r in conn.execute(sa.select(e.c.detection_id, e.c.version)
                                            .where(e.c.version.in_(versions), e.c.detection_id.in_(detection_ids)))]
-
-
-def version_row(conn: sa.Connection, version: str) -> sa.Row:
-    """The ``reid_embedding_versions`` row of ``version`` (NoResultFound when there is none)."""
-    v = t.reid_embedding_versions
-    return conn.execute(sa.select(v).where(v.c.version == version)).one()
 
 
 def never_matched(conn: sa.Connection, detection_ids: list[str]) -> list[str]:
