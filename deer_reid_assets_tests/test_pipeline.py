@@ -68,6 +68,10 @@ def test_whole_graph_materializes_and_the_evaluation_agrees_with_the_database(en
         assert version == meta["baseline_embeddings"]["version"]
         assert q(f"SELECT count(*) FROM reid_embeddings WHERE version = '{version}'") == n_detections
         assert "NOT pretrained" in meta["baseline_embeddings"]["weights"]
+        # one ResNet50 pass per crop: the second of the two ResNet50 families took the first one's stages
+        shared = [meta[f"{name}_embeddings"]["crops_from_shared_resnet50_pass"] for name in ("baseline", "multiscale")]
+        assert sorted(shared) == [0, n_detections]
+        assert meta["efficientnet_embeddings"]["crops_from_shared_resnet50_pass"] == 0
         # profiles: one per labelled deer, mirrored on the deer table
         assert q(f"SELECT count(*) FROM reid_deer_profiles WHERE version = '{version}'") == meta["deer_profiles"]["profiles"]
         set_id = meta["deer_profiles"]["deer_embedding_version"]

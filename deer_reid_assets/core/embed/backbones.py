@@ -99,6 +99,11 @@ class ResNetTrunk(nn.Module):
         chosen = list(maps.values()) if self.multiscale else [maps["layer4"]]
         return torch.cat([F.adaptive_avg_pool2d(m, 1).flatten(1) for m in chosen], dim=1)
 
+    def pooled_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """The pools of all four stages ``(N, 3840)``, whatever ``multiscale`` says: the baseline's
+        features are the last 2048 columns (``core/embed/shared_trunk.py`` shares them between families)."""
+        return torch.cat([F.adaptive_avg_pool2d(m, 1).flatten(1) for m in self.stages(x).values()], dim=1)
+
 
 class EfficientNetTrunk(EfficientNet):
     """EfficientNet-B0 without its classifier: ``extract_features`` + global average pool."""

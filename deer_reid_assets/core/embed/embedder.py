@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deer_reid_assets.core.embed import shared_trunk
 from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from deer_reid_assets.core.embed.device import cpu_has_bf16_units, resolve_device
 from deer_reid_assets.core.embed.loading import file_batches, uint8_batch
@@ -52,6 +54,11 @@ class Embedder:
         # (1.6x faster there; features agree with fp32 to a cosine >= 0.9998), fp32 elsewhere
         self.precision = "fp16" if self.device.startswith("cuda") else "bf16" if cpu_has_bf16_units() else "fp32"
         self.projection: FeatureProjection | None = None
+        # the two ResNet50 families share one forward pass per crop file (core/embed/shared_trunk.py)
+        self.trunk_key = None
+        if family in shared_trunk.RESNET_FAMILIES:
+            self.trunk_key = ("resnet50", self.weights.weights_id, image_size, self.precision, self.device)
+        self.memo = shared_trunk.MEMO
         # on the model's device once: a per-batch copy of pageable memory would stall the CUDA stream
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(self.device)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(self.device)
@@ -70,26 +77,28 @@ class Embedder:
             x = x.to(self._mean.device)
         return (x.float().div_(255.0) - self._mean) / self._std
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features of a uint8 batch, left on the device (float32). On CUDA the copy is
-        asynchronous (the batch is pinned) and the normalisation runs on the GPU."""
+    def _forward(self, x: torch.Tensor, stages: bool = False) -> torch.Tensor:
+        """Pooled features of a uint8 batch, left on the device (float32); with ``stages`` the pools of
+        all four ResNet50 stages. On CUDA the copy is asynchronous (the batch is pinned) and the
+        normalisation runs on the GPU."""
+        model = self.backbone.pooled_stages if stages else self.backbone
         if self.device.startswith("cuda"):
             x = self._normalise(x.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
-                return self.backbone(x).float()
+                return model(x).float()
         x = self._normalise(x)
         if self.precision == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.backbone(x).float()
-        return self.backbone(x)
+                return model(x).float()
+        return model(x)
 
-    def _stream(self, batches: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
+    def _stream(self, batches: Iterable[torch.Tensor], stages: bool = False) -> Iterator[np.ndarray]:
         """Features per batch, one batch behind: batch i's result is copied back to the host after
         batch i+1 was queued, so on a GPU the copy-back never leaves the device idle."""
         pending = None
         for x in batches:
             with torch.inference_mode():  # per batch: the mode must not leak into the caller between yields
-                feats = self._forward(x)
+                feats = self._forward(x, stages)
             if pending is not None:
                 yield pending.cpu().numpy()
             pending = feats
@@ -108,9 +117,34 @@ class Embedder:
 
     def raw_feature_batches(self, paths: Sequence[Path | str], workers: int | None = None) -> Iterator[np.ndarray]:
         """Pooled features of crop files, one array per ``batch_size`` files in order; the files are
-        decoded and resized in ``workers`` loader processes (default: none on a CPU, several on a GPU)."""
-        return self._stream(file_batches(paths, self.image_size, self.batch_size, device=self.device,
-                                         workers=self.loader_workers if workers is None else workers))
+        decoded and resized in ``workers`` loader processes (default: none on a CPU, several on a GPU).
+        A ResNet50 family takes the files the other one already ran through the same trunk from
+        :data:`shared_trunk.MEMO` and keeps what it computes there for the other."""
+        workers = self.loader_workers if workers is None else workers
+        if self.trunk_key is None or self.memo.max_bytes == 0:
+            return self._stream(file_batches(paths, self.image_size, self.batch_size, device=self.device,
+                                             workers=workers))
+        return self._shared_batches(list(paths), workers)
+
+    def _shared_batches(self, paths: list[Path | str], workers: int | None) -> Iterator[np.ndarray]:
+        files = [shared_trunk.file_key(p) for p in paths]
+        kept = {i: s for i, f in enumerate(files) if (s := self.memo.take(self.trunk_key, f, self.family)) is not None}
+        missing = [p for i, p in enumerate(paths) if i not in kept]
+        computed = self._stream(file_batches(missing, self.image_size, self.batch_size, device=self.device,
+                                             workers=workers), stages=True)
+        rows_left: deque[np.ndarray] = deque()
+        columns = shared_trunk.family_columns(self.family)
+        for start in range(0, len(paths), self.batch_size):
+            rows = []
+            for i in range(start, min(start + self.batch_size, len(paths))):
+                stages = kept.pop(i, None)
+                if stages is None:
+                    while not rows_left:
+                        rows_left.extend(next(computed))
+                    stages = rows_left.popleft()
+                    self.memo.put(self.trunk_key, files[i], self.family, stages)
+                rows.append(stages)
+            yield np.ascontiguousarray(np.stack(rows)[:, columns])
 
     def raw_features_files(self, paths: Sequence[Path | str], workers: int | None = None) -> np.ndarray:
         return self._collect(self.raw_feature_batches(paths, workers))
