@@ -20,7 +20,9 @@ seed database's 6,982 detections with all three models from the measured end-to-
 ``--through-database N`` it also measures that for real on N synthetic photos: a throw-away embedded
 PostgreSQL (or ``DATABASE_URL``), crops cut, then ``versions.embed_crops`` for the three families
 (projection fit on its 1,500-crop sample, vectors written to the database in committed chunks), which
-is what ``deer-reid embed`` runs. Prints a table, then one JSON object per figure. Not a test.
+is what ``deer-reid embed`` runs: there the multi-scale family takes the baseline's ResNet50 pass
+(``core/embed/shared_trunk.py``), while the per-family rates above are each family's own pass. Prints a
+table, then one JSON object per figure. Not a test.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from deer_reid_assets.core import families
 from deer_reid_assets.core.embed.device import resolve_device
 from deer_reid_assets.core.embed.embedder import Embedder
 from deer_reid_assets.core.embed.loading import default_workers
+from deer_reid_assets.core.embed.shared_trunk import StageMemo
 from deer_reid_assets.core.ingest.imaging import load_image
 
 SEED_DETECTIONS = 6982  # detections in the user's seed database (issue 15)
@@ -156,6 +159,7 @@ def main() -> None:
         for name in names:
             embedder = Embedder(name, "random", image_size=args.image_size, device=device, batch_size=batch,
                                 loader_workers=workers)
+            embedder.memo = StageMemo(max_bytes=0)  # each family's own rate: no pass shared between the two ResNet50s
             raw = raw_forward_rate(embedder, batch, repeats=max(2, min(20, n // batch)))
             embedder.raw_features_files(paths[: batch * 2])  # warm-up of the file path (and its workers)
             files = n / timed(lambda e=embedder: e.raw_features_files(paths))
