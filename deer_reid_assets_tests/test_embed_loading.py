@@ -107,3 +107,21 @@ def test_bf16_forward_on_a_cpu_agrees_with_fp32(crop_files: list[Path], monkeypa
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.999
     assert not np.allclose(a, b, rtol=1e-6, atol=1e-7)  # it really ran in another precision
+
+
+def test_the_fine_tuned_network_embeds_in_bf16_on_such_a_cpu(crop_files: list[Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deer re-ID network's inference (its validation while training, its embeddings) takes the
+    same bf16 path; ``amp=False`` keeps fp32. The unit vectors agree to a cosine >= 0.999."""
+    from deer_reid_assets.core.reid.data import Images, embed_dataset, eval_transform
+    from deer_reid_assets.core.reid.network import ReIDNet
+
+    net = ReIDNet("random", arch="resnet18", last_stride=2, seed=0)
+    data = Images(crop_files, [0] * len(crop_files), eval_transform(SIZE))
+    monkeypatch.setenv("DEER_REID_CPU_BF16", "1")
+    bf16 = embed_dataset(net, data, "cpu", batch_size=4)
+    fp32 = embed_dataset(net, data, "cpu", batch_size=4, amp=False)
+    monkeypatch.setenv("DEER_REID_CPU_BF16", "0")
+    np.testing.assert_array_equal(embed_dataset(net, data, "cpu", batch_size=4), fp32)
+    assert (bf16 * fp32).sum(1).min() >= 0.999
+    assert not np.allclose(bf16, fp32, rtol=1e-6, atol=1e-7)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.device import cpu_has_bf16_units, resolve_device
 from deer_reid_assets.core.embed.embedder import Embedder
 from deer_reid_assets.core.embed.loading import default_workers
 from deer_reid_assets.core.embed.projection import FeatureProjection
@@ -40,9 +40,10 @@ class FinetunedEmbedder:
         self.image_size = int(self.config["image_size"])
         self.batch_size = batch_size
         self.projection: FeatureProjection | None = None
-        # autocast on a GPU; fp32 on a CPU (a small model: it is validated in fp32 while training)
+        # autocast on a GPU and on a CPU with bf16 units, as while training it was validated
         cuda = self.device.startswith("cuda")
-        self.precision = ("bf16" if autocast_dtype() == torch.bfloat16 else "fp16") if cuda else "fp32"
+        self.precision = (("bf16" if autocast_dtype() == torch.bfloat16 else "fp16") if cuda
+                          else "bf16" if cpu_has_bf16_units() else "fp32")
 
     def raw_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         return embed_images(self.model, images, self.image_size, self.device, self.batch_size)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from deer_reid_assets.core.embed.backbones import IMAGENET_MEAN, IMAGENET_STD
-from deer_reid_assets.core.embed.device import resolve_device
+from deer_reid_assets.core.embed.device import cpu_has_bf16_units, resolve_device
 from deer_reid_assets.core.ingest.imaging import load_image
 
 ImageSource = Path | str | Image.Image | Callable[[], Image.Image]
@@ -200,6 +200,7 @@ def embed_dataset_batches(model: nn.Module, dataset: Dataset, device: str, batch
     """Unit vectors of a dataset of ``(tensor, label)`` in eval mode, one float32 array per batch, from
     one loader (its workers start once)."""
     cuda = device.startswith("cuda")
+    mixed = amp and (cuda or cpu_has_bf16_units())  # fp16/bf16 on a GPU, bf16 on a CPU with bf16 units
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=cuda)
     was_training = model.training
     model.eval()
@@ -209,7 +210,8 @@ def embed_dataset_batches(model: nn.Module, dataset: Dataset, device: str, batch
                 x = x.to(device, non_blocking=True)
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=autocast_dtype() if cuda else torch.bfloat16, enabled=cuda and amp):
+                with torch.autocast("cuda" if cuda else "cpu", dtype=autocast_dtype() if cuda else torch.bfloat16,
+                                    enabled=mixed):
                     emb = model(x)
                 batch = F.normalize(emb.float(), dim=1).cpu().numpy()
             yield batch

@@ -259,7 +259,7 @@ def train(
         use_amp = config.amp and (cuda or cpu_has_bf16_units())
         amp_dtype = autocast_dtype() if cuda else torch.bfloat16
         if use_amp and not cuda:
-            notes.append("training steps in bf16 mixed precision on this CPU (it has bf16 units); validation in fp32")
+            notes.append("training steps and validation in bf16 mixed precision on this CPU (it has bf16 units)")
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         steps_per_epoch = len(sampler)
         warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
