@@ -4,7 +4,9 @@
 
 Runs against a throw-away embedded PostgreSQL on synthetic photos, with seeded random weights
 (the time of a forward pass does not depend on the weights' values). Prints a table and the
-machine it ran on; nothing here is a test. Ends with one JSON object per figure.
+machine it ran on; nothing here is a test. Ends with one JSON object per figure. Each model runs its
+own forward pass here (in the pipeline the multi-scale family takes the baseline's ResNet50 pass when
+both run in one process: ``core/embed/shared_trunk.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from figures import emit
 from deer_reid_assets.core import matching
 from deer_reid_assets.core.embed import versions as embeddings
 from deer_reid_assets.core.embed.embedder import Embedder
+from deer_reid_assets.core.embed.shared_trunk import StageMemo
 from deer_reid_assets.core.ingest import crops
 from deer_reid_assets.core.ingest import importer as ingest
 from deer_reid_assets.core.store import db, migrations
@@ -71,6 +74,7 @@ def main() -> None:
         for family in ("resnet50", "multiscale", "efficientnet"):
             embedder = Embedder(family, "random", image_size=args.image_size, device=args.device,
                                 batch_size=args.batch_size)
+            embedder.memo = StageMemo(max_bytes=0)  # each model's own cost: multi-scale runs its own ResNet50 pass
             t0 = time.perf_counter()
             emb = embeddings.embed_crops(engine, embedder, artifacts=home / "artifacts", sample_size=n)
             total = time.perf_counter() - t0
