@@ -471,3 +471,25 @@ def test_a_changed_photo_at_an_imported_path_is_reported_not_fatal(engine, datas
     assert second.images_failed == 1 and second.images_new == 0
     assert second.failures[0][0] == str(changed) and "already recorded at this path" in second.failures[0][1]
     assert _table_counts(engine) == before
+
+
+@pytest.mark.parametrize("info,expected", [
+    ({"description": "oak ridge", "latitude": 30.5, "longitude": -98}, ("oak ridge", {"lat": 30.5, "lon": -98.0})),
+    ({"description": 7, "latitude": 30.5}, (None, None)),  # a position needs both; a description must be text
+    ({"latitude": float("nan"), "longitude": 1.0}, (None, None)),
+    ({"latitude": True, "longitude": 1.0}, (None, None)),  # a bool is not a coordinate
+    ({"latitude": "30.5", "longitude": "1"}, (None, None)),
+])
+def test_a_cameras_description_and_position_are_kept_only_when_well_formed(info, expected):
+    from deer_reid_assets.core.ingest.sidecar import camera_fields
+
+    assert camera_fields(info) == expected
+
+
+def test_the_exif_time_is_the_original_one_and_a_bad_one_is_ignored():
+    from deer_reid_assets.core.ingest.sidecar import exif_time
+
+    assert exif_time({"DateTimeOriginal": "2024:11:02 06:41:09", "DateTime": "2025:01:01 00:00:00"}).isoformat() == \
+        "2024-11-02T06:41:09+00:00"
+    assert exif_time({"DateTime": "2025:01:01 00:00:00"}).year == 2025
+    assert exif_time({"DateTimeOriginal": "not a time"}) is None and exif_time({}) is None

@@ -8,7 +8,6 @@ when even its name cannot be stored) and the rest of the batch goes on.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from deer_reid_assets.core.ingest.sidecar import (  # noqa: F401 - re-exported: 
     SIDECAR_FORMAT,
     Sidecar,
     SidecarError,
+    camera_fields,
+    exif_time,
     load_ground_truth_file,
     load_sidecar,
     too_long,
@@ -80,16 +81,6 @@ def display_path(path: Path | str) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
-def _exif_time(exif: dict[str, Any]) -> datetime | None:
-    raw = exif.get("DateTimeOriginal") or exif.get("DateTime")
-    if not raw:
-        return None
-    try:
-        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 # --- database helpers ----------------------------------------------------------------------------
 def _get_or_create(conn: sa.Connection, name: str, find: Callable[[sa.Connection], Any],
                    create: Callable[[sa.Connection], Any]) -> tuple[Any, bool]:
@@ -116,28 +107,10 @@ def _location_id(conn: sa.Connection, name: str, info: dict[str, Any] | None, ca
     info = info or {}
 
     def create(c):
-        position = {k: _opt_number(info.get(k)) for k in ("latitude", "longitude")}
-        return photos.insert_location(c, name, _opt_text(info.get("description")), _coordinates(position))
+        return photos.insert_location(c, name, *camera_fields(info))
 
     cache[name], _ = _get_or_create(conn, f"location:{name}", lambda c: photos.location_named(c, name), create)
     return cache[name]
-
-
-def _opt_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _opt_number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
-def _coordinates(info: dict[str, Any]) -> dict[str, float] | None:
-    """The existing system keeps a camera's position as ``{"lat": .., "lon": ..}``."""
-    lat, lon = info.get("latitude"), info.get("longitude")
-    if lat is None or lon is None:
-        return None
-    return {"lat": float(lat), "lon": float(lon)}
 
 
 def deer_id_for_name(conn: sa.Connection, name: str, sex: str, report: ImportReport | None = None) -> str:
@@ -194,7 +167,7 @@ def _insert_image(conn, *, path: Path, camera: str | None, camera_info, timestam
                   loc_cache: dict[str, str], status: str, error: str | None, sha: str, size, exif) -> str:
     location = _location_id(conn, camera, camera_info, loc_cache) if camera else None
     if timestamp is None:
-        timestamp = _exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        timestamp = exif_time(exif or {}) or datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     return photos.insert_image(conn, filename=path.name, path=str(path), timestamp=timestamp, location_id=location,
                                exif=exif or None, status=status, error=error, sha=sha, size=size, batch=batch)
 

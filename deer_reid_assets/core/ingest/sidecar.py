@@ -169,3 +169,27 @@ def parse_time(value: Any, where: str) -> datetime:
     except ValueError as exc:
         raise SidecarError(f"{where}: timestamp {value!r} is not ISO 8601") from exc
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def exif_time(exif: dict[str, Any]) -> datetime | None:
+    """When the photo was taken by its EXIF (``DateTimeOriginal``, else ``DateTime``), UTC; None if absent or bad."""
+    raw = exif.get("DateTimeOriginal") or exif.get("DateTime")
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def camera_fields(info: dict[str, Any]) -> tuple[str | None, dict[str, float] | None]:
+    """A sidecar camera's (description, position): text only if it is text, and the position the way
+    the existing system keeps it, ``{"lat": .., "lon": ..}``, only when both are finite numbers."""
+    description = info.get("description") if isinstance(info.get("description"), str) else None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else None
+
+    lat, lon = number(info.get("latitude")), number(info.get("longitude"))
+    return description, ({"lat": lat, "lon": lon} if lat is not None and lon is not None else None)
