@@ -52,6 +52,7 @@ def test_the_second_family_takes_the_first_ones_stages(crop_files: list[Path]) -
     passes = _count_images(baseline)
     batches = list(baseline.raw_feature_batches(crop_files, workers=0))
     assert passes == [] and memo.served == 7 and len(memo) == 0  # no trunk pass; nothing left behind
+    assert baseline.shared_crops == 7 and multiscale.shared_crops == 0
     assert [b.shape for b in batches] == [(3, 2048), (3, 2048), (1, 2048)]
 
     alone = _embedder("resnet50", StageMemo(max_bytes=0)).raw_features_files(crop_files, workers=0)

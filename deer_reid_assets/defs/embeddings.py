@@ -78,14 +78,13 @@ def embedding_asset(family_name: str, description: str, code_version: str = "1",
             context.log.warning(str(exc.__cause__))
             return dg.MaterializeResult(metadata={"version": "none", "skipped": str(exc.__cause__)})
         context.log.info(f"weights: {embedder.weights.description}; forward in {embedder.precision} on {embedder.device}")
-        served_before = embedder.memo.served if getattr(embedder, "trunk_key", None) else 0
         with compute.exclusive(engine):
             report = versions.embed_crops(
                 engine, embedder, artifacts=image_store.artifacts, sample_size=config.projection_sample,
                 seed=model_weights.seed, chunk=config.chunk, refit=config.refit_projection,
                 progress=progress_logger(context, name),
             )
-        shared = embedder.memo.served - served_before if getattr(embedder, "trunk_key", None) else 0
+        shared = getattr(embedder, "shared_crops", 0)  # only the ResNet50 families share a pass
         if shared:
             context.log.info(f"{shared} crop(s) taken from the other ResNet50 family's forward pass (same trunk, same "
                              "weights): no second pass")

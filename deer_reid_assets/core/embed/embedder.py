@@ -59,6 +59,7 @@ class Embedder:
         if family in shared_trunk.RESNET_FAMILIES:
             self.trunk_key = ("resnet50", self.weights.weights_id, image_size, self.precision, self.device)
         self.memo = shared_trunk.MEMO
+        self.shared_crops = 0  # crops whose stages this embedder took from the other family's pass
         # on the model's device once: a per-batch copy of pageable memory would stall the CUDA stream
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(self.device)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(self.device)
@@ -129,6 +130,7 @@ class Embedder:
     def _shared_batches(self, paths: list[Path | str], workers: int | None) -> Iterator[np.ndarray]:
         files = [shared_trunk.file_key(p) for p in paths]
         kept = {i: s for i, f in enumerate(files) if (s := self.memo.take(self.trunk_key, f, self.family)) is not None}
+        self.shared_crops += len(kept)
         missing = [p for i, p in enumerate(paths) if i not in kept]
         computed = self._stream(file_batches(missing, self.image_size, self.batch_size, device=self.device,
                                              workers=workers), stages=True)
