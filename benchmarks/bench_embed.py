@@ -89,6 +89,24 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
+def shared_pass(paths: list[Path], args: argparse.Namespace, device: str, batch: int, workers: int
+                ) -> tuple[float, float, float]:
+    """(baseline s, multi-scale s taking the baseline's pass, largest difference from the multi-scale
+    family's own features) over ``paths``, one fresh memo (``core/embed/shared_trunk.py``)."""
+    memo = StageMemo()
+    embedders = {}
+    for name in ("resnet50", "multiscale"):
+        embedders[name] = Embedder(name, "random", image_size=args.image_size, device=device, batch_size=batch,
+                                   loader_workers=workers)
+        embedders[name].memo = memo
+    first = timed(lambda: embedders["resnet50"].raw_features_files(paths))
+    taken: list[np.ndarray] = []
+    second = timed(lambda: taken.append(embedders["multiscale"].raw_features_files(paths)))
+    embedders["multiscale"].memo = StageMemo(max_bytes=0)
+    own = embedders["multiscale"].raw_features_files(paths)
+    return first, second, float(np.abs(taken[0] - own).max())
+
+
 def through_database(n_photos: int, args: argparse.Namespace, device: str, batch: int, workers: int
                      ) -> tuple[int, dict[str, float]]:
     """(detections, seconds per family) of embed_crops on a fresh database of ``n_photos`` synthetic photos."""
@@ -167,6 +185,7 @@ def main() -> None:
             in_memory = n / timed(lambda e=embedder, im=images: e.raw_features(im))
             rows.append((name, raw, files, in_memory))
             precision = embedder.precision
+        shared = shared_pass(paths, args, device, batch, workers) if {"resnet50", "multiscale"} <= set(names) else None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -187,6 +206,12 @@ def main() -> None:
         emit(f"{name} end to end / raw forward", files / raw, "ratio", where)
         emit(f"{name} in-memory PIL path", in_memory, "images/s", where)
     emit(f"re-embed {SEED_DETECTIONS} detections, {len(rows)} models (projected)", projected, "s", where)
+    if shared is not None:
+        first, second, diff = shared
+        print(f"\nshared ResNet50 pass over the same {n} files: baseline {first:.1f} s, then multi-scale "
+              f"{second:.2f} s from the baseline's stages (largest difference from its own pass {diff:.1e})")
+        emit("baseline then multi-scale, shared pass: multi-scale", n / second, "images/s", where)
+        emit("shared pass: largest difference from the family's own features", diff, "abs", where)
     if args.through_database:
         n_det, seconds = through_database(args.through_database, args, device, batch, workers)
         print(f"\nthrough the database ({n_det} detections, projection fit + writes included):")
